@@ -146,7 +146,7 @@ public sealed class IrPrinter
         string head = $"tensor<{t.DataType.Name()}[{string.Join(",", t.Shape)}]>";
         if (t is StringTensor st && st.Values.Count <= _options.MaxInlineElements)
             return $"{head} [{string.Join(", ", st.Values.Select(QuoteBytes))}]";
-        if (t.IsMaterialized && t.ElementCount <= _options.MaxInlineElements && InlineValues(t) is { } values)
+        if (t.ElementCount <= _options.MaxInlineElements && InlineValues(t) is { } values)
             return $"{head} [{values}]";
         return _options.ContentHashes ? $"{head} #{TensorDigest.Short(t)}" : head;
     }
