@@ -18,7 +18,7 @@ public static class OnnxReader
     {
         string full = Path.GetFullPath(path);
         var proto = Parse(full, ModelProto.Parser, "ONNX model");
-        return new ModelDecoder(path, Path.GetDirectoryName(full)!).DecodeModel(proto);
+        return Guard(path, () => new ModelDecoder(path, Path.GetDirectoryName(full)!).DecodeModel(proto));
     }
 
     /// <summary>Reads a model from serialized bytes; external data, if any, is looked up in <paramref name="baseDirectory"/>.</summary>
@@ -27,7 +27,7 @@ public static class OnnxReader
         ModelProto proto;
         try { proto = ModelProto.Parser.ParseFrom(modelBytes); }
         catch (InvalidProtocolBufferException e) { throw new OnnxFormatException($"{displayName}: not a valid ONNX model ({e.Message})", e); }
-        return new ModelDecoder(displayName, Path.GetFullPath(baseDirectory)).DecodeModel(proto);
+        return Guard(displayName, () => new ModelDecoder(displayName, Path.GetFullPath(baseDirectory)).DecodeModel(proto));
     }
 
     /// <summary>Reads a serialized TensorProto (.pb, as in the ONNX test data sets). The tensor's name is in <see cref="Tensor.Name"/>.</summary>
@@ -35,7 +35,17 @@ public static class OnnxReader
     {
         string full = Path.GetFullPath(path);
         var proto = Parse(full, TensorProto.Parser, "TensorProto");
-        return new ModelDecoder(path, Path.GetDirectoryName(full)!).DecodeTensor(proto, "file");
+        return Guard(path, () => new ModelDecoder(path, Path.GetDirectoryName(full)!).DecodeTensor(proto, "file"));
+    }
+
+    /// <summary>Whatever else a malformed but parseable file trips over becomes one clear format error.</summary>
+    private static T Guard<T>(string path, Func<T> decode)
+    {
+        try { return decode(); }
+        catch (Exception e) when (e is ArgumentException or InvalidOperationException or OverflowException or InvalidDataException or IOException and not OnnxFormatException)
+        {
+            throw new OnnxFormatException($"{path}: malformed ONNX content ({e.Message})", e);
+        }
     }
 
     private static T Parse<T>(string path, MessageParser<T> parser, string what) where T : IMessage<T>

@@ -53,6 +53,11 @@ public static class OnnxWriter
             throw new ArgumentException($"data file name '{dataName}' must be a plain file name (it is stored relative to the model)");
         string dataFull = Path.Combine(dir, dataName);
 
+        long threshold = options.ExternalData == ExternalDataMode.External ? options.ExternalThreshold : long.MaxValue;
+        long embedded = EmbeddedBytes(model, threshold);
+        if (embedded > MaxEmbeddedBytes)
+            throw new OnnxFormatException($"{path}: {embedded} bytes of tensor data would be embedded in the model, over the 2 GiB protobuf limit; " +
+                "write it with external data" + (options.ExternalData == ExternalDataMode.External ? " (lower the external-data threshold)" : ""));
         var plan = options.ExternalData == ExternalDataMode.External ? new ExternalPlan(dataName, options) : null;
         var proto = new ModelEncoder(plan).EncodeModel(model);
 
@@ -86,7 +91,41 @@ public static class OnnxWriter
     }
 
     /// <summary>Serializes a model with all data embedded (for in-memory sessions and tests); throws over 2 GiB.</summary>
-    public static byte[] ToBytes(Model model) => new ModelEncoder(null).EncodeModel(model).ToByteArray();
+    public static byte[] ToBytes(Model model)
+    {
+        long embedded = EmbeddedBytes(model, long.MaxValue);
+        if (embedded > MaxEmbeddedBytes)
+            throw new OnnxFormatException($"model holds {embedded} bytes of tensor data, over the 2 GiB protobuf limit of an embedded model; write it to a file with external data");
+        return new ModelEncoder(null).EncodeModel(model).ToByteArray();
+    }
+
+    /// <summary>Tensor bytes that stay inside the ModelProto when initializers of at least <paramref name="threshold"/> bytes go external. Reads no data.</summary>
+    private static long EmbeddedBytes(Model model, long threshold)
+    {
+        long total = 0;
+        void VisitGraph(Graph g)
+        {
+            foreach (var v in g.Initializers)
+                if (v.ConstValue is { } t && (t is StringTensor || t.ByteLength < threshold)) total += t.ByteLength;
+            foreach (var s in g.SparseInitializers) total += s.Tensor.Values.ByteLength + s.Tensor.Indices.ByteLength;
+            foreach (var n in g.Nodes) VisitNode(n);
+        }
+        void VisitNode(Node n)
+        {
+            foreach (var a in n.Attributes)
+                switch (a.Value)
+                {
+                    case Tensor t: total += t.ByteLength; break;
+                    case Tensor[] ts: total += ts.Sum(t => t.ByteLength); break;
+                    case SparseTensor s: total += s.Values.ByteLength + s.Indices.ByteLength; break;
+                    case Graph sub: VisitGraph(sub); break;
+                    case Graph[] subs: foreach (var sub in subs) VisitGraph(sub); break;
+                }
+        }
+        VisitGraph(model.Graph);
+        foreach (var f in model.Functions) foreach (var n in f.Body.Nodes) VisitNode(n);
+        return total;
+    }
 
     /// <summary>Writes one tensor as a serialized TensorProto (.pb), atomically. <paramref name="name"/> overrides the tensor's name.</summary>
     public static void WriteTensor(Tensor tensor, string path, string? name = null)

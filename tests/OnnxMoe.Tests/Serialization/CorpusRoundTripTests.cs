@@ -16,6 +16,7 @@ namespace OnnxMoe.Tests.Serialization;
 /// original up to the encoding of externalized tensors (raw bytes instead of typed fields, which is
 /// what external data is). Both variants also compare the printed IR.
 /// </summary>
+[Collection("memory-measuring")]
 public sealed class CorpusRoundTripTests(ITestOutputHelper output)
 {
     [Fact]
