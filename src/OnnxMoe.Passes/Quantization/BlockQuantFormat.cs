@@ -1,3 +1,5 @@
+using OnnxMoe.Ir;
+
 namespace OnnxMoe.Passes.Quantization;
 
 /// <summary>
@@ -11,9 +13,9 @@ public sealed record BlockQuantFormat
     public BlockQuantFormat(int bits = 4, int blockSize = 128, bool symmetric = false)
     {
         if (bits is not (4 or 8))
-            throw new ArgumentException($"bits {bits} is not supported: use 4 or 8");
+            throw new UserErrorException($"bits {bits} is not supported: use 4 or 8");
         if (blockSize < 16 || blockSize > 256 || (blockSize & (blockSize - 1)) != 0)
-            throw new ArgumentException($"block size {blockSize} is not a power of two between 16 and 256");
+            throw new UserErrorException($"block size {blockSize} is not a power of two between 16 and 256");
         Bits = bits;
         BlockSize = blockSize;
         Symmetric = symmetric;

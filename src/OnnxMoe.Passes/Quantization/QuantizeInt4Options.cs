@@ -1,3 +1,5 @@
+using OnnxMoe.Ir;
+
 namespace OnnxMoe.Passes.Quantization;
 
 /// <summary>How weights are quantized: plain round-to-nearest, or RTN after AWQ's per-channel scaling and clipping.</summary>
@@ -58,20 +60,20 @@ public sealed record QuantizeInt4Options
 
     public BlockQuantFormat Format => new(Bits, BlockSize, Symmetric);
 
-    /// <summary>Throws <see cref="ArgumentException"/> naming the first bad option.</summary>
+    /// <summary>Throws <see cref="UserErrorException"/> naming the first bad option.</summary>
     public void Validate()
     {
         _ = Format;
         if (AccuracyLevel is < 0 or > 4)
-            throw new ArgumentException($"accuracy level {AccuracyLevel} is out of range 0..4");
+            throw new UserErrorException($"accuracy level {AccuracyLevel} is out of range 0..4");
         if (Targets == QuantizeTargets.None || (Targets & ~QuantizeTargets.All) != 0)
-            throw new ArgumentException($"targets {Targets} select nothing: use experts, mlp, attention or all");
+            throw new UserErrorException($"targets {Targets} select nothing: use experts, mlp, attention or all");
         foreach (var p in Exclude)
-            if (string.IsNullOrEmpty(p)) throw new ArgumentException("an exclude pattern is empty");
+            if (string.IsNullOrEmpty(p)) throw new UserErrorException("an exclude pattern is empty");
         if (Method == QuantizationMethod.Awq && (AwqScaling == null || AwqScaling.Count == 0))
-            throw new ArgumentException("method=awq needs per-channel scales from the AWQ calibration stage; none were given");
+            throw new UserErrorException("method=awq needs per-channel scales from the AWQ calibration stage; none were given");
         if (Method == QuantizationMethod.Rtn && AwqScaling is { Count: > 0 })
-            throw new ArgumentException("AWQ scales were given but method=rtn; use method=awq");
+            throw new UserErrorException("AWQ scales were given but method=rtn; use method=awq");
     }
 
     /// <summary>Parses rtn|awq.</summary>
@@ -79,7 +81,7 @@ public sealed record QuantizeInt4Options
     {
         "rtn" => QuantizationMethod.Rtn,
         "awq" => QuantizationMethod.Awq,
-        _ => throw new ArgumentException($"method '{text}' is unknown: use rtn or awq"),
+        _ => throw new UserErrorException($"method '{text}' is unknown: use rtn or awq"),
     };
 
     /// <summary>Parses a comma list of experts|mlp|dense-mlp|attention|all.</summary>
@@ -94,9 +96,9 @@ public sealed record QuantizeInt4Options
                 "dense-mlp" => QuantizeTargets.DenseMlp,
                 "attention" => QuantizeTargets.Attention,
                 "all" => QuantizeTargets.All,
-                _ => throw new ArgumentException($"target '{part}' is unknown: use experts, mlp, attention or all"),
+                _ => throw new UserErrorException($"target '{part}' is unknown: use experts, mlp, attention or all"),
             };
-        if (result == QuantizeTargets.None) throw new ArgumentException("targets is empty: use experts, mlp, attention or all");
+        if (result == QuantizeTargets.None) throw new UserErrorException("targets is empty: use experts, mlp, attention or all");
         return result;
     }
 

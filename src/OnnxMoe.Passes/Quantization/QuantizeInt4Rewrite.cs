@@ -27,7 +27,7 @@ public sealed class QuantizeInt4Rewrite
     public const string MicrosoftDomain = "com.microsoft";
     public const string OpType = "MatMulNBits";
 
-    /// <summary>Validates <paramref name="options"/> (throws <see cref="ArgumentException"/> on bad ones).</summary>
+    /// <summary>Validates <paramref name="options"/> (throws <see cref="UserErrorException"/> on bad ones).</summary>
     public QuantizeInt4Rewrite(QuantizeInt4Options options)
     {
         options.Validate();
@@ -39,7 +39,7 @@ public sealed class QuantizeInt4Rewrite
     /// <summary>
     /// Rewrites the main graph of <paramref name="model"/> in place. Throws
     /// <see cref="InvalidDataException"/> when the model already holds MatMulNBits and no target
-    /// MatMul is left, and <see cref="ArgumentException"/> when AWQ scales do not fit the model.
+    /// MatMul is left, and <see cref="UserErrorException"/> when AWQ scales do not fit the model.
     /// </summary>
     public QuantizeInt4Result Apply(Model model)
     {
@@ -172,20 +172,20 @@ public sealed class QuantizeInt4Rewrite
         foreach (var (name, scaling) in awq.OrderBy(kv => kv.Key, StringComparer.Ordinal))
         {
             if (!weights.TryGetValue(name, out var w))
-                throw new ArgumentException($"AWQ scales were given for weight '{name}', which is not a quantization target of this model");
+                throw new UserErrorException($"AWQ scales were given for weight '{name}', which is not a quantization target of this model");
             long k = w.Shape[0], n = w.Shape[1];
             if (scaling.InputScales is { } s)
             {
-                if (s.Length != k) throw new ArgumentException($"AWQ input scales for weight '{name}' hold {s.Length} values, K is {k}");
+                if (s.Length != k) throw new UserErrorException($"AWQ input scales for weight '{name}' hold {s.Length} values, K is {k}");
                 foreach (var v in s)
-                    if (!(v > 0) || !float.IsFinite(v)) throw new ArgumentException($"AWQ input scales for weight '{name}' contain {v}; they must be positive and finite");
+                    if (!(v > 0) || !float.IsFinite(v)) throw new UserErrorException($"AWQ input scales for weight '{name}' contain {v}; they must be positive and finite");
             }
             if (scaling.ClipMax is { } c)
             {
                 long need = n * format.BlockCount((int)k);
-                if (c.Length != need) throw new ArgumentException($"AWQ clip values for weight '{name}' hold {c.Length} values, [N={n}, k_blocks={format.BlockCount((int)k)}] needs {need}");
+                if (c.Length != need) throw new UserErrorException($"AWQ clip values for weight '{name}' hold {c.Length} values, [N={n}, k_blocks={format.BlockCount((int)k)}] needs {need}");
                 foreach (var v in c)
-                    if (!(v > 0)) throw new ArgumentException($"AWQ clip values for weight '{name}' contain {v}; they must be positive");
+                    if (!(v > 0)) throw new UserErrorException($"AWQ clip values for weight '{name}' contain {v}; they must be positive");
             }
         }
     }

@@ -224,7 +224,7 @@ public class BlockQuantizerTests
     [InlineData(3, 128, "bits 3 is not supported: use 4 or 8")]
     public void Bad_formats_are_rejected_with_a_clear_message(int bits, int blockSize, string message)
     {
-        var e = Assert.Throws<ArgumentException>(() => new BlockQuantFormat(bits, blockSize));
+        var e = Assert.Throws<UserErrorException>(() => new BlockQuantFormat(bits, blockSize));
         Assert.Equal(message, e.Message);
     }
 }
