@@ -85,20 +85,30 @@ public static class BlockQuantizer
         var scales = new float[(long)n * blocks];
         int zpRow = format.ZeroPointBytesPerRow(k);
         var zeroPoints = format.Symmetric ? null : new byte[(long)n * zpRow];
-        Span<byte> codes = stackalloc byte[format.BlockSize];
-        for (int row = 0; row < n; row++)
+        // Rows are independent and each writes only its own slices, so the output does not depend on scheduling.
+        unsafe
         {
-            var w = weightNK.Slice(row * k, k);
-            for (int b = 0; b < blocks; b++)
+            fixed (float* wp = weightNK)
+            fixed (float* cp = clipMax)
             {
-                int start = b * format.BlockSize;
-                int len = Math.Min(format.BlockSize, k - start);
-                float clip = clipMax.IsEmpty ? float.PositiveInfinity : clipMax[row * blocks + b];
-                var p = QuantizeBlock(w.Slice(start, len), codes[..len], format, scaleType, clip);
-                codes[len..].Fill((byte)p.ZeroPoint);
-                scales[row * blocks + b] = p.Scale;
-                PackCodes(codes, packed.AsSpan((int)(((long)row * blocks + b) * format.BlockBytes), format.BlockBytes), format.Bits);
-                if (zeroPoints != null) SetPacked(zeroPoints.AsSpan(row * zpRow, zpRow), b, p.ZeroPoint, format.Bits);
+                float* wPtr = wp, cPtr = cp;
+                bool clipped = !clipMax.IsEmpty;
+                ForEachRow(n, k, row =>
+                {
+                    Span<byte> codes = stackalloc byte[format.BlockSize];
+                    var w = new ReadOnlySpan<float>(wPtr + (long)row * k, k);
+                    for (int b = 0; b < blocks; b++)
+                    {
+                        int start = b * format.BlockSize;
+                        int len = Math.Min(format.BlockSize, k - start);
+                        float clip = clipped ? cPtr[(long)row * blocks + b] : float.PositiveInfinity;
+                        var p = QuantizeBlock(w.Slice(start, len), codes[..len], format, scaleType, clip);
+                        codes[len..].Fill((byte)p.ZeroPoint);
+                        scales[(long)row * blocks + b] = p.Scale;
+                        PackCodes(codes, packed.AsSpan((int)(((long)row * blocks + b) * format.BlockBytes), format.BlockBytes), format.Bits);
+                        if (zeroPoints != null) SetPacked(zeroPoints.AsSpan(row * zpRow, zpRow), b, p.ZeroPoint, format.Bits);
+                    }
+                });
             }
         }
         return new QuantizedWeight(k, n, format, scaleType, packed, scales, zeroPoints);
@@ -109,9 +119,10 @@ public static class BlockQuantizer
     {
         var result = new float[(long)q.N * q.K];
         int blocks = q.BlockCount, bytes = q.Format.BlockBytes, zpRow = q.Format.ZeroPointBytesPerRow(q.K);
-        Span<byte> codes = stackalloc byte[q.Format.BlockSize];
-        Span<float> values = stackalloc float[q.Format.BlockSize];
-        for (int row = 0; row < q.N; row++)
+        ForEachRow(q.N, q.K, row =>
+        {
+            Span<byte> codes = stackalloc byte[q.Format.BlockSize];
+            Span<float> values = stackalloc float[q.Format.BlockSize];
             for (int b = 0; b < blocks; b++)
             {
                 int start = b * q.Format.BlockSize;
@@ -120,8 +131,9 @@ public static class BlockQuantizer
                 int zero = q.PackedZeroPoints == null ? q.Format.DefaultZeroPoint : GetPacked(q.PackedZeroPoints.AsSpan(row * zpRow, zpRow), b, q.Format.Bits);
                 TensorPrimitives.ConvertChecked<byte, float>(codes[..len], values[..len]);
                 TensorPrimitives.Subtract(values[..len], zero, values[..len]);
-                TensorPrimitives.Multiply(values[..len], q.Scales[row * blocks + b], result.AsSpan(row * q.K + start, len));
+                TensorPrimitives.Multiply(values[..len], q.Scales[(long)row * blocks + b], result.AsSpan((int)((long)row * q.K + start), len));
             }
+        });
         return result;
     }
 
@@ -137,6 +149,13 @@ public static class BlockQuantizer
     {
         if (destinationNK.Length != weightNK.Length) throw new ArgumentException("destination must match the weight's size");
         Dequantize(Quantize(weightNK, n, k, format, scaleType, clipMax)).CopyTo(destinationNK);
+    }
+
+    /// <summary>Runs <paramref name="body"/> for each row, in parallel when the matrix is large enough to pay for it.</summary>
+    private static void ForEachRow(int rows, int rowLength, Action<int> body)
+    {
+        if ((long)rows * rowLength < 1 << 18) for (int r = 0; r < rows; r++) body(r);
+        else Parallel.For(0, rows, body);
     }
 
     /// <summary>Smallest value of <paramref name="type"/> that is &gt;= <paramref name="scale"/> (scale positive).</summary>
