@@ -88,7 +88,11 @@ public sealed class CounterSet
 {
     private readonly SortedDictionary<string, long> _counts = new(StringComparer.Ordinal);
 
-    public void Add(string name, long amount = 1) => _counts[name] = _counts.GetValueOrDefault(name) + amount;
+    /// <summary>Adds to a counter; adding zero leaves an absent counter absent, so reports list only what happened.</summary>
+    public void Add(string name, long amount = 1)
+    {
+        if (amount != 0 || _counts.ContainsKey(name)) _counts[name] = _counts.GetValueOrDefault(name) + amount;
+    }
 
     public long this[string name] => _counts.GetValueOrDefault(name);
 

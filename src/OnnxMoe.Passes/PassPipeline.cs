@@ -208,7 +208,7 @@ internal sealed class PipelineParser
         bool quoted = decl.Type == OptionType.String && Peek == '"';
         string token = quoted ? ReadQuoted() : ReadToken();
         if (token.Length == 0 && !quoted)
-            throw Error(AtEnd ? $"missing value for option '{decl.Name}' of {passName}" : $"expected a {decl.Type.Name()} value for '{decl.Name}', found '{Peek}'", at);
+            throw Error(AtEnd ? $"missing value for option '{decl.Name}' of {passName}" : $"expected a value for {decl.Type.Name()} option '{decl.Name}', found '{Peek}'", at);
         var v = OptionValues.ParseScalar(decl.Type, token, out var error);
         if (v == null) throw Error($"bad value for option '{decl.Name}' of {passName}: {error}", at);
         if (decl.Choices != null && !decl.Choices.Contains((string)v))
@@ -237,7 +237,7 @@ internal sealed class PipelineParser
                 int at = _pos;
                 var token = ReadToken();
                 if (token.Length == 0)
-                    throw Error(AtEnd ? $"missing value for option '{decl.Name}' of {passName}" : $"expected a {decl.Type.Name()} element for '{decl.Name}', found '{Peek}'", at);
+                    throw Error(AtEnd ? $"missing value for option '{decl.Name}' of {passName}" : $"expected an element of {decl.Type.Name()} option '{decl.Name}', found '{Peek}'", at);
                 var v = OptionValues.ParseScalar(decl.Type, token, out var error);
                 if (v == null) throw Error($"bad value for option '{decl.Name}' of {passName}: {error}", at);
                 if (v is int i) ints.Add(i); else pairs.Add((IntPair)v);
