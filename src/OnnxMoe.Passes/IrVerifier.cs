@@ -17,12 +17,14 @@ public sealed class IrVerifier
     /// <summary>Problems reported before giving up.</summary>
     public int MaxProblems { get; init; } = 20;
 
-    /// <summary>Throws <see cref="IrVerificationException"/> listing the problems, if any.
-    /// <paramref name="afterPass"/> names the pass that just ran (null: the input model).</summary>
+    /// <summary>Throws, listing the problems, if any: <see cref="IrVerificationException"/> (a pass bug) when
+    /// <paramref name="afterPass"/> names the pass that just ran, <see cref="InvalidModelException"/> (a user error) when it is null.</summary>
     public void Verify(Model model, string? afterPass = null)
     {
         var problems = Check(model);
-        if (problems.Count > 0) throw new IrVerificationException(afterPass, problems);
+        if (problems.Count == 0) return;
+        if (afterPass == null) throw new InvalidModelException(problems);
+        throw new IrVerificationException(afterPass, problems);
     }
 
     /// <summary>All problems found (at most <see cref="MaxProblems"/>), in graph order; empty when valid.</summary>
@@ -157,17 +159,28 @@ public sealed class IrVerifier
     }
 }
 
-/// <summary>The IR broke an invariant: after <see cref="PassName"/> (a bug in that pass), or in the input model
-/// when that is null (a malformed input: a user error).</summary>
+/// <summary>Pass <see cref="PassName"/> left the IR broken: a bug in that pass.</summary>
 public sealed class IrVerificationException : InvalidOperationException
 {
-    public IrVerificationException(string? passName, IReadOnlyList<string> problems)
-        : base($"{(passName == null ? "the input model is invalid" : $"pass {passName} left the IR invalid")}: {problems.Count} problem(s)\n  " + string.Join("\n  ", problems))
+    public IrVerificationException(string passName, IReadOnlyList<string> problems)
+        : base($"pass {passName} left the IR invalid: {problems.Count} problem(s)\n  " + string.Join("\n  ", problems))
     {
         PassName = passName;
         Problems = problems;
     }
 
-    public string? PassName { get; }
+    public string PassName { get; }
+    public IReadOnlyList<string> Problems { get; }
+}
+
+/// <summary>The model given to the pass manager breaks IR invariants before any pass ran: a user error (malformed input).</summary>
+public sealed class InvalidModelException : UserErrorException
+{
+    public InvalidModelException(IReadOnlyList<string> problems)
+        : base($"the input model is invalid: {problems.Count} problem(s)\n  " + string.Join("\n  ", problems))
+    {
+        Problems = problems;
+    }
+
     public IReadOnlyList<string> Problems { get; }
 }

@@ -134,7 +134,7 @@ public sealed class PassContext
 }
 
 /// <summary>A pass cannot apply to this model with these options (e.g. a layer index out of range). A user error.</summary>
-public sealed class PassException : ArgumentException
+public sealed class PassException : UserErrorException
 {
     public PassException(string passName, string message) : base($"pass {passName}: {message}")
     {

@@ -1,3 +1,5 @@
+using OnnxMoe.Ir;
+
 namespace OnnxMoe.Passes;
 
 /// <summary>One pipeline element: a registered pass (or alias) with its options.</summary>
@@ -69,7 +71,7 @@ public sealed class PassPipeline : IEquatable<PassPipeline>
 }
 
 /// <summary>A malformed pipeline: <see cref="Position"/> is the 0-based character index of the problem. A user error.</summary>
-public sealed class PipelineException : ArgumentException
+public sealed class PipelineException : UserErrorException
 {
     public PipelineException(string problem, string pipeline, int position)
         : base(Compose(problem, pipeline, position))

@@ -69,9 +69,9 @@ public class PassManagerTests
         var model = TestGraphs.WithDeadCode(out _, out _, out _);
         new BreakIr(PassOptions.Defaults(BreakIr.Info)).Run(model, new PassContext());
         var ran = new List<string>();
-        var e = Assert.Throws<IrVerificationException>(() =>
+        var e = Assert.Throws<InvalidModelException>(() =>
             new PassManager().Run(model, PassPipeline.Parse("append-identity", _registry), new PassContext().Set(ran)));
-        Assert.Null(e.PassName);
+        Assert.IsAssignableFrom<UserErrorException>(e);
         Assert.StartsWith("the input model is invalid", e.Message);
         Assert.Empty(ran);
 
