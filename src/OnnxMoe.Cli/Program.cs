@@ -1,10 +1,48 @@
+using System.CommandLine;
+using OnnxMoe.Ir;
+
 namespace OnnxMoe.Cli;
 
+/// <summary>Entry point. Exit codes: 0 success, 1 user error (one-line message), 2 internal error.</summary>
 public static class Program
 {
     public static int Main(string[] args)
     {
-        Console.Error.WriteLine("onnxmoe: commands are not wired yet");
-        return 2;
+        var root = new RootCommand(
+            "onnxmoe: compiles Mixture-of-Experts checkpoints (Hugging Face safetensors) into small, fast ONNX models " +
+            "for ONNX Runtime, with expert trimming (expert/layer/block drop) and 4-bit expert slimming (MatMulNBits, AWQ).");
+        foreach (var command in CommandCatalog.All()) root.Subcommands.Add(command);
+        try
+        {
+            return root.Parse(args).Invoke(new InvocationConfiguration { EnableDefaultExceptionHandler = false });
+        }
+        catch (Exception e)
+        {
+            return ErrorReporter.Report(e);
+        }
     }
+}
+
+/// <summary>Turns exceptions into the CLI's exit codes and one-line messages.</summary>
+public static class ErrorReporter
+{
+    public const int UserError = 1;
+    public const int InternalError = 2;
+
+    public static int Report(Exception e)
+    {
+        if (e is AggregateException { InnerExceptions.Count: 1 } agg) e = agg.InnerExceptions[0];
+        if (IsUserError(e))
+        {
+            Console.Error.WriteLine($"onnxmoe: error: {e.Message}");
+            return UserError;
+        }
+        Console.Error.WriteLine($"onnxmoe: internal error: {e.GetType().Name}: {e.Message}");
+        if (Environment.GetEnvironmentVariable("ONNXMOE_DEBUG") == "1") Console.Error.WriteLine(e);
+        else Console.Error.WriteLine("onnxmoe: set ONNXMOE_DEBUG=1 for the stack trace");
+        return InternalError;
+    }
+
+    private static bool IsUserError(Exception e) => e is UserErrorException
+        or FileNotFoundException or DirectoryNotFoundException or UnauthorizedAccessException or InvalidDataException;
 }
