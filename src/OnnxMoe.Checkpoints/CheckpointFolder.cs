@@ -118,7 +118,10 @@ public sealed class CheckpointFolder : IDisposable
 
     public FileTensor? TryGetTensor(string name) => _byTensor.TryGetValue(name, out var f) ? f[name] : null;
 
-    /// <summary>The tensor named <paramref name="name"/>; with <paramref name="expectedShape"/> its shape is checked.</summary>
+    /// <summary>The tensor named <paramref name="name"/>, any shape.</summary>
+    public FileTensor GetTensor(string name) => GetTensor(name, null);
+
+    /// <summary>The tensor named <paramref name="name"/>; unless null, its shape must be <paramref name="expectedShape"/>.</summary>
     public FileTensor GetTensor(string name, params long[]? expectedShape)
     {
         if (!_byTensor.TryGetValue(name, out var file))

@@ -75,6 +75,11 @@ public sealed class GraphBuilder
     public Value AddInitializer(string name, Tensor tensor)
     {
         Reserve(name);
+        return AddReservedInitializer(name, tensor);
+    }
+
+    private Value AddReservedInitializer(string name, Tensor tensor)
+    {
         tensor.Name ??= name;
         var v = new Value(name, constValue: tensor);
         Graph.AddInitializer(v);
@@ -98,7 +103,7 @@ public sealed class GraphBuilder
         string values = tensor.ElementCount <= 8 && tensor.DataType is DataType.Int64 ? string.Join("_", tensor.GetSpan<long>().ToArray())
             : tensor.ElementCount <= 8 && tensor.DataType is DataType.Float ? string.Join("_", tensor.GetSpan<float>().ToArray().Select(f => f.ToString("R", System.Globalization.CultureInfo.InvariantCulture)))
             : $"c{_constants.Count}";
-        var v = AddInitializer(Names.Unique($"/constants/{tensor.DataType.Name()}/{shape}/{values}"), tensor);
+        var v = AddReservedInitializer(Names.Unique($"/constants/{tensor.DataType.Name()}/{shape}/{values}"), tensor);
         _constants[key] = v;
         return v;
     }
