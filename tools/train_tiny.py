@@ -1,0 +1,301 @@
+#!/usr/bin/python3
+"""Trains the tiny MoE models in models/ on the KJV text (Debian bible-kjv), from scratch.
+
+    /usr/bin/python3 tools/train_tiny.py data                 # models/data/kjv-*.txt splits
+    /usr/bin/python3 tools/train_tiny.py tokenizers           # tokenizer.json of both models (+ test tokenizer)
+    /usr/bin/python3 tools/train_tiny.py train tiny-mixtral   # or tiny-deepseek; [--steps N]
+    /usr/bin/python3 tools/train_tiny.py all                  # everything above, in order
+
+Each model folder gets config.json, model.safetensors, tokenizer.json, tokenizer_config.json,
+tokenizer_golden.json, generation_config.json, golden.safetensors/golden.json (fixed prompts' ids and
+fp32 logits of the reference forward on the weights as stored) and training_log.json.
+Deterministic: fixed seeds, torch.use_deterministic_algorithms, 2 threads.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import sys
+import time
+from typing import Dict, List
+
+import torch
+import torch.nn.functional as F
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import bpe  # noqa: E402
+import kjv_data  # noqa: E402
+from onnxmoe_ref import MoeForCausalLM, golden_logits, load_pretrained, make_config, moe_aux_loss  # noqa: E402
+from onnxmoe_ref import save_pretrained, write_golden  # noqa: E402
+from onnxmoe_ref.safetensors_io import write_json  # noqa: E402
+
+DATA = "models/data"
+TEST_TOKENIZER = "tests/data/tokenizers/bytelevel-gpt2"
+SEQ_LEN = 128
+EVAL_SEQ_LEN = 256
+GOLDEN_PROMPTS = ["In the beginning God created",
+                  "And the LORD spake unto Moses, saying, Speak unto the children of Israel",
+                  "Blessed are the poor in spirit: for theirs is the kingdom of heaven. Blessed are they that mourn"]
+SAMPLE_PROMPTS = ["And God said,", "The LORD is my shepherd;", "Jesus answered and said unto them,"]
+
+MODELS = {
+    "tiny-mixtral": {
+        "tokenizer": dict(style="sentencepiece", vocab_size=2048),
+        "config": dict(family="mixtral", vocab_size=2048, hidden_size=128, num_hidden_layers=4,
+                       num_attention_heads=4, num_key_value_heads=2, intermediate_size=256,
+                       num_local_experts=8, num_experts_per_tok=2, max_position_embeddings=1024,
+                       rope_theta=10000.0, bos_token_id=1, eos_token_id=2),
+        "dtype": torch.bfloat16, "steps": 600, "batch": 16, "lr": 3e-3, "seed": 7,
+    },
+    "tiny-deepseek": {
+        "tokenizer": dict(style="bytelevel", vocab_size=2048),
+        "config": dict(family="deepseek", vocab_size=2048, hidden_size=128, num_hidden_layers=4,
+                       num_attention_heads=4, num_key_value_heads=4, intermediate_size=512,
+                       moe_intermediate_size=64, n_routed_experts=16, num_experts_per_tok=4,
+                       n_shared_experts=2, first_k_dense_replace=1, moe_layer_freq=1, norm_topk_prob=False,
+                       max_position_embeddings=1024, rope_theta=10000.0),
+        "dtype": torch.float32, "steps": 600, "batch": 16, "lr": 3e-3, "seed": 11,
+    },
+}
+AUX_COEF = 0.01
+
+
+def setup_torch() -> None:
+    torch.set_num_threads(2)
+    torch.use_deterministic_algorithms(True)
+
+
+def stage_data() -> Dict[str, str]:
+    paths = kjv_data.write_splits(DATA)
+    for name, p in paths.items():
+        print(f"{name:12s} {os.path.getsize(p) / 1024:8.0f} KiB  {p}")
+    return paths
+
+
+def read(name: str) -> str:
+    path = os.path.join(DATA, f"kjv-{name}.txt")
+    if not os.path.exists(path):
+        stage_data()
+    with open(path, encoding="utf-8") as f:
+        return f.read()
+
+
+def stage_tokenizers() -> None:
+    text = read("train")
+    for name, m in MODELS.items():
+        t0 = time.time()
+        tok = bpe.train(m["tokenizer"]["style"], text, m["tokenizer"]["vocab_size"])
+        folder = os.path.join("models", name)
+        tok.save(folder)
+        bpe.write_golden(tok, folder)
+        print(f"{name}: {tok.style} tokenizer, vocab {len(tok.vocab)} ({time.time() - t0:.1f}s)")
+    tok = bpe.train("bytelevel", text, 1024, pretok="gpt2")
+    tok.save(TEST_TOKENIZER)
+    bpe.write_golden(tok, TEST_TOKENIZER)
+    print(f"{TEST_TOKENIZER}: GPT-2 style ByteLevel(use_regex) tokenizer, vocab {len(tok.vocab)}")
+
+
+def model_config(name: str, tok: bpe.Tokenizer) -> dict:
+    c = dict(MODELS[name]["config"])
+    family = c.pop("family")
+    if tok.style == "bytelevel":
+        eot = tok.vocab["<|endoftext|>"]
+        c.update(bos_token_id=eot, eos_token_id=eot)
+    assert c["vocab_size"] == len(tok.vocab), (c["vocab_size"], len(tok.vocab))
+    c["initializer_range"] = 0.02
+    return make_config(family, **c)
+
+
+def init_weights(model: MoeForCausalLM, seed: int) -> None:
+    """GPT-2 style init: N(0, 0.02), residual output projections scaled by 1/sqrt(2 * layers)."""
+    g = torch.Generator().manual_seed(seed)
+    resid = 0.02 / math.sqrt(2 * model.spec.num_layers)
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            if name.endswith("norm.weight"):
+                p.fill_(1.0)
+            elif name.endswith(".bias"):
+                p.zero_()
+            else:
+                std = resid if name.endswith(("o_proj.weight", "down_proj.weight", "w2.weight")) else 0.02
+                p.copy_(std * torch.randn(p.shape, generator=g))
+
+
+def perplexity(model: MoeForCausalLM, ids: List[int], seq_len: int = EVAL_SEQ_LEN) -> Dict[str, float]:
+    """Non-overlapping windows of seq_len tokens (the last one shorter); inside each window every token
+    but the first is predicted from the ones before it in the window. Returns nll, ppl, tokens."""
+    total, count = 0.0, 0
+    model.eval()
+    with torch.no_grad():
+        for start in range(0, len(ids) - 1, seq_len):
+            window = torch.tensor([ids[start:start + seq_len]])
+            if window.shape[1] < 2:
+                break
+            logits, _ = model(window)
+            nll = F.cross_entropy(logits[0, :-1].float(), window[0, 1:], reduction="sum")
+            total += float(nll)
+            count += window.shape[1] - 1
+    return {"nll_per_token": total / count, "perplexity": math.exp(total / count), "tokens_predicted": count}
+
+
+def expert_usage(model: MoeForCausalLM, ids: List[int], n_tokens: int = 4096) -> List[List[float]]:
+    """Fraction of top-k assignments each routed expert gets, per MoE layer."""
+    model.eval()
+    counts = None
+    with torch.no_grad():
+        for start in range(0, min(len(ids), n_tokens), EVAL_SEQ_LEN):
+            _, routers = model(torch.tensor([ids[start:start + EVAL_SEQ_LEN]]))
+            per = [torch.bincount(torch.topk(r.float().softmax(-1), model.spec.top_k, -1).indices.flatten(),
+                                  minlength=model.spec.num_experts) for r in routers]
+            counts = per if counts is None else [a + b for a, b in zip(counts, per)]
+    return [[round(float(x) / float(c.sum()), 4) for x in c] for c in counts]
+
+
+def generate(model: MoeForCausalLM, tok: bpe.Tokenizer, prompt: str, n: int, temperature: float = 0.0,
+             top_k: int = 40, seed: int = 0) -> str:
+    g = torch.Generator().manual_seed(seed)
+    ids = tok.encode(prompt)
+    model.eval()
+    with torch.no_grad():
+        for _ in range(n):
+            logits, _ = model(torch.tensor([ids[-EVAL_SEQ_LEN:]]))
+            last = logits[0, -1].float()
+            if temperature <= 0:
+                nxt = int(last.argmax())
+            else:
+                v, i = torch.topk(last / temperature, top_k)
+                nxt = int(i[torch.multinomial(torch.softmax(v, -1), 1, generator=g)])
+            ids.append(nxt)
+    return tok.decode(ids)
+
+
+def stage_train(name: str, steps_override: int = 0) -> None:
+    spec = MODELS[name]
+    folder = os.path.join("models", name)
+    if not os.path.exists(os.path.join(folder, "tokenizer.json")):
+        stage_tokenizers()
+    tok = bpe.Tokenizer.load(folder)
+    t0 = time.time()
+    train_ids = torch.tensor(tok.encode(read("train")), dtype=torch.int64)
+    heldout_ids = tok.encode(read("heldout"))
+    calib_ids = tok.encode(read("calibration"))
+    print(f"{name}: train {len(train_ids)} tokens, held-out {len(heldout_ids)}, calibration {len(calib_ids)} "
+          f"(tokenized in {time.time() - t0:.0f}s)")
+
+    torch.manual_seed(spec["seed"])
+    cfg = model_config(name, tok)
+    model = MoeForCausalLM(cfg)
+    init_weights(model, spec["seed"])
+    n_params = sum(p.numel() for p in model.parameters())
+    decay = [p for n, p in model.named_parameters() if p.dim() == 2 and "embed_tokens" not in n]
+    no_decay = [p for n, p in model.named_parameters() if not (p.dim() == 2 and "embed_tokens" not in n)]
+    opt = torch.optim.AdamW([{"params": decay, "weight_decay": 0.1}, {"params": no_decay, "weight_decay": 0.0}],
+                            lr=spec["lr"], betas=(0.9, 0.95), eps=1e-8)
+    steps = steps_override or spec["steps"]
+    warmup = max(1, steps // 20)
+    g = torch.Generator().manual_seed(spec["seed"] + 1)
+    log = []
+    t_train = time.time()
+    model.train()
+    for step in range(1, steps + 1):
+        lr = spec["lr"] * (step / warmup if step <= warmup
+                           else 0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * (step - warmup) / (steps - warmup))))
+        for group in opt.param_groups:
+            group["lr"] = lr
+        starts = torch.randint(0, len(train_ids) - SEQ_LEN - 1, (spec["batch"],), generator=g)
+        batch = torch.stack([train_ids[s:s + SEQ_LEN + 1] for s in starts.tolist()])
+        logits, routers = model(batch[:, :-1])
+        ce = F.cross_entropy(logits.reshape(-1, logits.shape[-1]), batch[:, 1:].reshape(-1))
+        aux = moe_aux_loss(routers, model.spec.top_k)
+        loss = ce + AUX_COEF * aux
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        opt.step()
+        if step % 25 == 0 or step == 1 or step == steps:
+            elapsed = time.time() - t_train
+            log.append({"step": step, "lr": round(lr, 6), "ce": round(float(ce), 4), "aux": round(float(aux), 4),
+                        "elapsed_s": round(elapsed, 1)})
+            print(f"{name} step {step:4d}/{steps} ce {float(ce):.3f} aux {float(aux):.3f} lr {lr:.2e} "
+                  f"{elapsed:.0f}s", flush=True)
+    train_s = time.time() - t_train
+
+    # Save in the storage dtype, then evaluate the checkpoint as stored (reloaded, fp32 compute).
+    save_pretrained(model, folder, dtype=spec["dtype"])
+    write_json(os.path.join(folder, "generation_config.json"),
+               {"bos_token_id": cfg["bos_token_id"], "eos_token_id": cfg["eos_token_id"],
+                "do_sample": True, "temperature": 0.8, "top_k": 40, "max_new_tokens": 64})
+    ref = load_pretrained(folder)
+    held = perplexity(ref, heldout_ids)
+    calib = perplexity(ref, calib_ids)
+    prompts = [tok.encode(p) for p in GOLDEN_PROMPTS]
+    logits = golden_logits(ref, prompts)
+    write_golden(folder, prompts, logits, {
+        "model": name,
+        "architecture": cfg["architectures"][0],
+        "weights_dtype": {torch.float32: "F32", torch.bfloat16: "BF16"}[spec["dtype"]],
+        "generated_by": "tools/train_tiny.py (reference forward tools/onnxmoe_ref)",
+        "compute": "fp32: stored weights upcast to fp32, every op in fp32; batch 1, position_ids 0..seq-1",
+        "tensors": "prompt_{i}.input_ids I64 [1, seq]; prompt_{i}.logits F32 [1, seq, vocab]",
+        "tolerance_hint": {"fp32_artifact_max_abs": 1e-4, "fp16_artifact_max_abs": 5e-2},
+        "prompts": [{"name": f"prompt_{i}", "text": t, "input_ids": p,
+                     "argmax_last": int(lg[0, -1].argmax()),
+                     "argmax_last_token": tok.id_to_token[int(lg[0, -1].argmax())]}
+                    for i, (t, p, lg) in enumerate(zip(GOLDEN_PROMPTS, prompts, logits))],
+    })
+    samples = [{"prompt": p, "greedy": generate(ref, tok, p, 32),
+                "sampled_t0.8_topk40_seed0": generate(ref, tok, p, 32, temperature=0.8, seed=0)}
+               for p in SAMPLE_PROMPTS]
+    st_bytes = os.path.getsize(os.path.join(folder, "model.safetensors"))
+    summary = {
+        "model": name,
+        "command": f"/usr/bin/python3 tools/train_tiny.py train {name}" + (f" --steps {steps}" if steps_override else ""),
+        "parameters": n_params,
+        "active_parameters_note": "per token: attention + dense MLP + top-k routed experts + shared experts + embeddings",
+        "safetensors_bytes": st_bytes,
+        "weights_dtype": str(spec["dtype"]).replace("torch.", ""),
+        "tokenizer": {"style": tok.style, "vocab_size": len(tok.vocab)},
+        "data": {"train_tokens": len(train_ids), "heldout_tokens": len(heldout_ids),
+                 "calibration_tokens": len(calib_ids), "heldout_books": list(kjv_data.HELDOUT_BOOKS),
+                 "calibration_books": list(kjv_data.CALIBRATION_BOOKS)},
+        "training": {"steps": steps, "batch": spec["batch"], "seq_len": SEQ_LEN, "optimizer": "AdamW(0.9, 0.95), wd 0.1",
+                     "lr": spec["lr"], "schedule": f"linear warmup {warmup} steps, cosine to 10%",
+                     "aux_loss": f"{AUX_COEF} x switch load-balancing loss", "tokens_seen": steps * spec["batch"] * SEQ_LEN,
+                     "train_seconds": round(train_s, 1), "threads": torch.get_num_threads()},
+        "eval": {"method": f"non-overlapping {EVAL_SEQ_LEN}-token windows, fp32 forward on the stored weights",
+                 "heldout": held, "calibration": calib, "uniform_perplexity": len(tok.vocab)},
+        "expert_usage_heldout": expert_usage(ref, heldout_ids),
+        "samples": samples,
+        "loss_log": log,
+    }
+    write_json(os.path.join(folder, "training_log.json"), summary)
+    print(json.dumps({k: summary[k] for k in ("parameters", "safetensors_bytes", "eval")}, indent=1))
+    for s in samples:
+        print(json.dumps(s, ensure_ascii=False))
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("stage", choices=["data", "tokenizers", "train", "all"])
+    ap.add_argument("model", nargs="?", choices=sorted(MODELS))
+    ap.add_argument("--steps", type=int, default=0, help="override the number of training steps")
+    args = ap.parse_args()
+    setup_torch()
+    if args.stage in ("data", "all"):
+        stage_data()
+    if args.stage in ("tokenizers", "all"):
+        stage_tokenizers()
+    if args.stage == "train":
+        if not args.model:
+            ap.error("train needs a model name")
+        stage_train(args.model, args.steps)
+    if args.stage == "all":
+        for name in MODELS:
+            stage_train(name, args.steps)
+
+
+if __name__ == "__main__":
+    main()
