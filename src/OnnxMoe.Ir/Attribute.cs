@@ -42,6 +42,9 @@ public sealed class Attribute
     public string? RefAttrName { get; set; }
     public string? DocString { get; set; }
 
+    /// <summary>Opaque data a serializer attaches to reproduce the original encoding exactly; never interpreted by passes.</summary>
+    public object? SerializationHint { get; set; }
+
     public static Attribute Int(string name, long v) => new(name, AttributeType.Int, v);
     public static Attribute Float(string name, float v) => new(name, AttributeType.Float, v);
     public static Attribute String(string name, string v) => new(name, AttributeType.String, System.Text.Encoding.UTF8.GetBytes(v));

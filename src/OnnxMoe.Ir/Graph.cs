@@ -19,6 +19,9 @@ public sealed class Graph
     public string Name { get; set; }
     public string? DocString { get; set; }
     public Dictionary<string, string>? MetadataProps { get; set; }
+
+    /// <summary>Opaque data a serializer attaches to reproduce the original encoding exactly; never interpreted by passes.</summary>
+    public object? SerializationHint { get; set; }
     public List<Value> Inputs { get; } = new();
     public OutputList Outputs { get; }
     /// <summary>Initializers by insertion order; each has <see cref="Value.ConstValue"/>.</summary>

@@ -20,6 +20,9 @@ public sealed class Model
     /// <summary>Opaque items a serializer keeps for exact round trips (e.g. training_info).</summary>
     public List<object> Extras { get; } = new();
 
+    /// <summary>Opaque data a serializer attaches to reproduce the original encoding exactly; never interpreted by passes.</summary>
+    public object? SerializationHint { get; set; }
+
     public long? GetOpset(string domain) => OpsetImports.FirstOrDefault(o => o.Domain == domain)?.Version;
 
     public void SetOpset(string domain, long version)
@@ -60,6 +63,9 @@ public sealed class Function
     public List<OpsetImport> OpsetImports { get; } = new();
     public string? DocString { get; set; }
     public Dictionary<string, string>? MetadataProps { get; set; }
+
+    /// <summary>Opaque data a serializer attaches to reproduce the original encoding exactly; never interpreted by passes.</summary>
+    public object? SerializationHint { get; set; }
 }
 
 /// <summary>Hands out unique names within one graph family; seed it with the names already in use.</summary>

@@ -30,6 +30,9 @@ public sealed class Node
     public string Name { get; set; }
     public string? DocString { get; set; }
     public Dictionary<string, string>? MetadataProps { get; set; }
+
+    /// <summary>Opaque data a serializer attaches to reproduce the original encoding exactly; never interpreted by passes.</summary>
+    public object? SerializationHint { get; set; }
     /// <summary>Attributes in order; names are unique.</summary>
     public List<Attribute> Attributes { get; } = new();
 

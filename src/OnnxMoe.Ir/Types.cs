@@ -46,6 +46,12 @@ public sealed record OptionalType(ValueType? ElementType) : ValueType
     public override string ToString() => $"optional<{ElementType}>";
 }
 
+/// <summary>Opaque type (ONNX-ML TypeProto.Opaque): a type known only by domain and name.</summary>
+public sealed record OpaqueType(string? Domain, string? Name) : ValueType
+{
+    public override string ToString() => $"opaque<{Domain}::{Name}>";
+}
+
 /// <summary>A TypeProto with no value case set (kept so round trips are exact).</summary>
 public sealed record UnsetType : ValueType
 {

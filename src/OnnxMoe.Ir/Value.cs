@@ -26,6 +26,9 @@ public sealed class Value
     public ValueType? Type { get; set; }
     public string? DocString { get; set; }
     public Dictionary<string, string>? MetadataProps { get; set; }
+
+    /// <summary>Opaque data a serializer attaches to reproduce the original encoding exactly; never interpreted by passes.</summary>
+    public object? SerializationHint { get; set; }
     /// <summary>Initializer data (graph initializers) or null.</summary>
     public Tensor? ConstValue { get; set; }
 
