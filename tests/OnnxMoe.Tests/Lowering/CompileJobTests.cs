@@ -11,7 +11,7 @@ namespace OnnxMoe.Tests.Lowering;
 /// <summary>
 /// End to end through ONNX Runtime: compile each family under tests/data/families, run the artifact,
 /// compare with the torch reference's golden logits. Tolerances: fp32 max abs diff 1e-4; fp16 artifact
-/// (f16 weights and activations, norms/softmax/RoPE in f32) max abs diff 0.05 on logits of std ~2.
+/// (f16 weights and activations, norms/softmax/RoPE in f32) max abs diff 0.02 on logits of std ~2 (measured 4.2e-3).
 /// </summary>
 public sealed class CompileJobTests : IDisposable
 {
@@ -145,7 +145,7 @@ public sealed class CompileJobTests : IDisposable
         {
             using var r = dec.Step([ids], [Ones(ids.Length)], [Range(0, ids.Length)], null);
             double d = MaxDiff(r["logits"].GetSpan<float>(), golden);
-            Assert.True(d <= 0.05, $"{family} fp16: logits differ from golden by {d:E3} (tolerance 0.05)");
+            Assert.True(d <= 0.02, $"{family} fp16: logits differ from golden by {d:E3} (tolerance 0.02; measured about 4e-3)");
         }
     }
 
