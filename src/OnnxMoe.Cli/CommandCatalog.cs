@@ -16,6 +16,7 @@ internal static class CommandCatalog
         RecipesCommand.Create(),
         PassesCommand.Create(),
         ConvertCommand.Create(),
+        SynthCommand.Create(),
         RunCommand.Create(),
         VersionCommand.Create(),
     ];

@@ -70,7 +70,7 @@ internal static class CompileCommand
             if (passReport is { Counters.Count: > 0 })
                 Console.Error.WriteLine("pass counters: " + string.Join(", ", passReport.Counters.OrderBy(kv => kv.Key, StringComparer.Ordinal).Select(kv => $"{kv.Key}={kv.Value}")));
             Console.WriteLine($"{report.Family} ({report.Architecture}), {report.NumLayers} layers ({report.MoeLayers} MoE), {report.Parameters.Total:N0} parameters, " +
-                $"{report.Bytes.Model + report.Bytes.Data:N0} bytes written in {report.Timings.TotalSeconds:F1} s -> {job.OutputDirectory}");
+                $"{report.Bytes.Model + report.Bytes.Data:N0} bytes written in {report.Timings.TotalSeconds:F1} s, peak RSS {Runtime.PeakMemory.PeakResidentBytes / (1 << 20):N0} MiB -> {job.OutputDirectory}");
             return 0;
         });
         return command;
