@@ -1,9 +1,22 @@
 using System.CommandLine;
+using OnnxMoe.Cli.Commands;
 
 namespace OnnxMoe.Cli;
 
 /// <summary>Every top-level command, in the order `onnxmoe --help` lists them.</summary>
 internal static class CommandCatalog
 {
-    public static IEnumerable<Command> All() => [];
+    public static IEnumerable<Command> All() =>
+    [
+        CompileCommand.Create(),
+        GenerateCommand.Create(),
+        EvalCommand.Create(),
+        DiffCommand.Create(),
+        InspectCommand.Create(),
+        RecipesCommand.Create(),
+        PassesCommand.Create(),
+        ConvertCommand.Create(),
+        RunCommand.Create(),
+        VersionCommand.Create(),
+    ];
 }

@@ -43,6 +43,8 @@ public static class ErrorReporter
         return InternalError;
     }
 
-    private static bool IsUserError(Exception e) => e is UserErrorException
+    // ORT's own errors are about the model or the environment the user gave, so they count as user errors.
+    private static bool IsUserError(Exception e) => e is UserErrorException or Onnx.OnnxFormatException
+        or Runtime.OrtException or Runtime.OrtLibraryException
         or FileNotFoundException or DirectoryNotFoundException or UnauthorizedAccessException or InvalidDataException;
 }

@@ -1,0 +1,169 @@
+using System.Numerics.Tensors;
+using System.Text.RegularExpressions;
+using OnnxMoe.Inference.Models;
+using OnnxMoe.Ir;
+using OnnxMoe.Runtime;
+
+namespace OnnxMoe.Inference.Generation;
+
+/// <summary>The decoder's KV layout as read from the session (with genai_config.json for symbolic dimensions).</summary>
+public sealed record DecoderSignature(int Layers, int KeyValueHeads, int HeadDim, DataType CacheType, int VocabSize,
+    bool HasAttentionMask, bool HasPositionIds);
+
+/// <summary>
+/// <see cref="IDecoder"/> over an ORT session with GenAI I/O (input_ids, attention_mask, position_ids,
+/// past_key_values.{i}.key|value -> logits, present.{i}.key|value). The presents of one step are fed back as the
+/// next step's past without copying. Owns the session when created by <see cref="Open"/>.
+/// </summary>
+public sealed partial class OrtDecoder : IDecoder
+{
+    private readonly InferenceSession _session;
+    private readonly bool _ownsSession;
+    private readonly DataType _logitsType;
+
+    public OrtDecoder(InferenceSession session, GenAiConfig? genAi = null, bool ownsSession = false)
+    {
+        _session = session;
+        _ownsSession = ownsSession;
+        Signature = ReadSignature(session, genAi);
+        _logitsType = session.Outputs.First(o => o.Name == "logits").ElementType;
+    }
+
+    /// <summary>Opens the folder's decoder in a new session (CPU unless <paramref name="config"/> says otherwise).</summary>
+    public static OrtDecoder Open(ModelFolder folder, SessionConfig? config = null) =>
+        new(new InferenceSession(folder.ModelPath, config), folder.GenAi, ownsSession: true);
+
+    public DecoderSignature Signature { get; }
+
+    public int VocabSize => Signature.VocabSize;
+
+    public InferenceSession Session => _session;
+
+    public IDecoderState CreateState(int batchSize)
+    {
+        ArgumentOutOfRangeException.ThrowIfLessThan(batchSize, 1);
+        return new State(this, batchSize);
+    }
+
+    public void Dispose()
+    {
+        if (_ownsSession) _session.Dispose();
+    }
+
+    [GeneratedRegex(@"^past_key_values\.(\d+)\.key$")]
+    private static partial Regex PastKeyName();
+
+    private static DecoderSignature ReadSignature(InferenceSession session, GenAiConfig? genAi)
+    {
+        var path = session.ModelPath;
+        var inputs = session.Inputs.ToDictionary(i => i.Name);
+        if (!inputs.ContainsKey("input_ids")) throw new UserErrorException($"{path}: no 'input_ids' input: not a GenAI-style decoder");
+        if (!session.Outputs.Any(o => o.Name == "logits")) throw new UserErrorException($"{path}: no 'logits' output: not a GenAI-style decoder");
+        var layers = session.Inputs.Select(i => PastKeyName().Match(i.Name)).Where(m => m.Success).Select(m => int.Parse(m.Groups[1].Value)).OrderBy(i => i).ToList();
+        if (layers.Count == 0) throw new UserErrorException($"{path}: no past_key_values.{{i}}.key inputs: the decoder has no KV cache");
+        for (int i = 0; i < layers.Count; i++)
+        {
+            if (layers[i] != i) throw new UserErrorException($"{path}: past_key_values layers are not numbered 0..{layers.Count - 1}");
+            foreach (var name in new[] { $"past_key_values.{i}.value" })
+                if (!inputs.ContainsKey(name)) throw new UserErrorException($"{path}: input '{name}' is missing");
+            foreach (var name in new[] { $"present.{i}.key", $"present.{i}.value" })
+                if (!session.Outputs.Any(o => o.Name == name)) throw new UserErrorException($"{path}: output '{name}' is missing");
+        }
+        var key0 = inputs["past_key_values.0.key"];
+        if (key0.Shape.Count != 4) throw new UserErrorException($"{path}: past_key_values.0.key must be [batch, kv_heads, past, head_dim], got {key0}");
+        if (key0.ElementType is not (DataType.Float or DataType.Float16))
+            throw new UserErrorException($"{path}: KV cache type {key0.ElementType} is not supported (f32 or f16)");
+        int Dim(long fromModel, int? fromConfig, string what) =>
+            fromModel > 0 ? (int)fromModel : fromConfig ?? throw new UserErrorException(
+                $"{path}: {what} is symbolic in the model and genai_config.json does not give it");
+        var logits = session.Outputs.First(o => o.Name == "logits");
+        int vocab = Dim(logits.Shape.Count == 3 ? logits.Shape[2] : -1, genAi?.VocabSize, "the vocabulary size (logits' last dimension)");
+        return new DecoderSignature(layers.Count, Dim(key0.Shape[1], genAi?.NumKeyValueHeads, "kv heads"), Dim(key0.Shape[3], genAi?.HeadSize, "head_dim"),
+            key0.ElementType, vocab, inputs.ContainsKey("attention_mask"), inputs.ContainsKey("position_ids"));
+    }
+
+    private sealed class State : IDecoderState
+    {
+        private readonly OrtDecoder _owner;
+        private readonly OrtValue[] _past;
+        private readonly string[] _pastNames;
+        private readonly string[] _outputNames;
+        private RunResult? _last;
+        private float[] _converted = [];
+
+        public State(OrtDecoder owner, int batch)
+        {
+            _owner = owner;
+            BatchSize = batch;
+            var s = owner.Signature;
+            _past = new OrtValue[2 * s.Layers];
+            _pastNames = new string[2 * s.Layers];
+            _outputNames = new string[1 + 2 * s.Layers];
+            _outputNames[0] = "logits";
+            for (int i = 0; i < s.Layers; i++)
+            {
+                _pastNames[2 * i] = $"past_key_values.{i}.key";
+                _pastNames[2 * i + 1] = $"past_key_values.{i}.value";
+                _outputNames[1 + 2 * i] = $"present.{i}.key";
+                _outputNames[2 + 2 * i] = $"present.{i}.value";
+            }
+            long[] empty = [batch, s.KeyValueHeads, 0, s.HeadDim];
+            for (int j = 0; j < _past.Length; j++) _past[j] = OrtValue.Allocate(s.CacheType, empty);
+        }
+
+        public int BatchSize { get; }
+
+        public int PastLength { get; private set; }
+
+        public ReadOnlySpan<float> Forward(ReadOnlySpan<long> inputIds, int sequenceLength, ReadOnlySpan<long> attentionMask, ReadOnlySpan<long> positionIds)
+        {
+            int batch = BatchSize, total = PastLength + sequenceLength, vocab = _owner.VocabSize;
+            if (inputIds.Length != batch * sequenceLength) throw new ArgumentException("input_ids must be [batch, sequence]");
+            if (attentionMask.Length != batch * total) throw new ArgumentException("attention_mask must be [batch, past + sequence]");
+            if (positionIds.Length != batch * sequenceLength) throw new ArgumentException("position_ids must be [batch, sequence]");
+
+            using var ids = OrtValue.CreateTensor<long>(inputIds.ToArray(), [batch, sequenceLength]);
+            using var mask = OrtValue.CreateTensor<long>(attentionMask.ToArray(), [batch, total]);
+            using var positions = OrtValue.CreateTensor<long>(positionIds.ToArray(), [batch, sequenceLength]);
+            var inputs = new List<KeyValuePair<string, OrtValue>>(3 + _past.Length) { new("input_ids", ids) };
+            if (_owner.Signature.HasAttentionMask) inputs.Add(new("attention_mask", mask));
+            if (_owner.Signature.HasPositionIds) inputs.Add(new("position_ids", positions));
+            for (int j = 0; j < _past.Length; j++) inputs.Add(new(_pastNames[j], _past[j]));
+
+            var result = _owner._session.Run(inputs, _outputNames);
+            _last?.Dispose();
+            _last = result;
+            // The presents become the next past as they are: no copy.
+            for (int j = 0; j < _past.Length; j++)
+            {
+                _past[j].Dispose();
+                _past[j] = result.Detach(_outputNames[1 + j]);
+            }
+            PastLength = total;
+
+            var logits = result["logits"];
+            long expected = (long)batch * sequenceLength * vocab;
+            if (logits.ElementCount != expected)
+                throw new InvalidOperationException($"{_owner._session.ModelPath}: logits has shape [{string.Join(",", logits.Shape)}], expected [{batch},{sequenceLength},{vocab}]");
+            if (_owner._logitsType == DataType.Float) return logits.GetSpan<float>();
+            if (_converted.Length != expected) _converted = new float[expected];
+            switch (_owner._logitsType)
+            {
+                case DataType.Float16:
+                    TensorPrimitives.ConvertToSingle(logits.GetSpan<Half>(), _converted);
+                    break;
+                default:
+                    logits.ToFloatArray().CopyTo(_converted, 0);
+                    break;
+            }
+            return _converted;
+        }
+
+        public void Dispose()
+        {
+            _last?.Dispose();
+            _last = null;
+            foreach (var v in _past) v.Dispose();
+        }
+    }
+}

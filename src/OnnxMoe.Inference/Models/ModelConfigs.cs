@@ -1,0 +1,157 @@
+using System.Text.Json;
+using OnnxMoe.Ir;
+
+namespace OnnxMoe.Inference.Models;
+
+/// <summary>The fields of ORT GenAI's genai_config.json that generation, eval and bench use.</summary>
+public sealed record GenAiConfig
+{
+    public string? ModelType { get; init; }
+    public int? BosTokenId { get; init; }
+    public IReadOnlyList<int> EosTokenIds { get; init; } = [];
+    public int? PadTokenId { get; init; }
+    public int? ContextLength { get; init; }
+    public int? VocabSize { get; init; }
+    public string DecoderFileName { get; init; } = "model.onnx";
+    public int? HeadSize { get; init; }
+    public int? HiddenSize { get; init; }
+    public int? NumAttentionHeads { get; init; }
+    public int? NumHiddenLayers { get; init; }
+    public int? NumKeyValueHeads { get; init; }
+    public int? SearchMaxLength { get; init; }
+    public bool? SearchDoSample { get; init; }
+    public double? SearchTemperature { get; init; }
+    public int? SearchTopK { get; init; }
+    public double? SearchTopP { get; init; }
+
+    public static GenAiConfig Load(string path)
+    {
+        using var doc = ConfigJson.Parse(path);
+        var root = doc.RootElement;
+        var model = ConfigJson.Object(root, "model", path) ?? throw new UserErrorException($"{path}: missing \"model\" section");
+        var decoder = ConfigJson.Object(model, "decoder", path);
+        var search = ConfigJson.Object(root, "search", path);
+        return new GenAiConfig
+        {
+            ModelType = ConfigJson.String(model, "type", path),
+            BosTokenId = ConfigJson.Int(model, "bos_token_id", path),
+            EosTokenIds = ConfigJson.IntOrList(model, "eos_token_id", path),
+            PadTokenId = ConfigJson.Int(model, "pad_token_id", path),
+            ContextLength = ConfigJson.Int(model, "context_length", path),
+            VocabSize = ConfigJson.Int(model, "vocab_size", path),
+            DecoderFileName = (decoder is { } d ? ConfigJson.String(d, "filename", path) : null) ?? "model.onnx",
+            HeadSize = decoder is { } d1 ? ConfigJson.Int(d1, "head_size", path) : null,
+            HiddenSize = decoder is { } d2 ? ConfigJson.Int(d2, "hidden_size", path) : null,
+            NumAttentionHeads = decoder is { } d3 ? ConfigJson.Int(d3, "num_attention_heads", path) : null,
+            NumHiddenLayers = decoder is { } d4 ? ConfigJson.Int(d4, "num_hidden_layers", path) : null,
+            NumKeyValueHeads = decoder is { } d5 ? ConfigJson.Int(d5, "num_key_value_heads", path) : null,
+            SearchMaxLength = search is { } s1 ? ConfigJson.Int(s1, "max_length", path) : null,
+            SearchDoSample = search is { } s2 ? ConfigJson.Bool(s2, "do_sample", path) : null,
+            SearchTemperature = search is { } s3 ? ConfigJson.Double(s3, "temperature", path) : null,
+            SearchTopK = search is { } s4 ? ConfigJson.Int(s4, "top_k", path) : null,
+            SearchTopP = search is { } s5 ? ConfigJson.Double(s5, "top_p", path) : null,
+        };
+    }
+}
+
+/// <summary>The fields of Hugging Face's generation_config.json that generation uses.</summary>
+public sealed record GenerationConfig
+{
+    public int? BosTokenId { get; init; }
+    public IReadOnlyList<int> EosTokenIds { get; init; } = [];
+    public int? PadTokenId { get; init; }
+    public bool? DoSample { get; init; }
+    public double? Temperature { get; init; }
+    public int? TopK { get; init; }
+    public double? TopP { get; init; }
+    public int? MaxNewTokens { get; init; }
+
+    public static GenerationConfig Load(string path)
+    {
+        using var doc = ConfigJson.Parse(path);
+        var root = doc.RootElement;
+        return new GenerationConfig
+        {
+            BosTokenId = ConfigJson.Int(root, "bos_token_id", path),
+            EosTokenIds = ConfigJson.IntOrList(root, "eos_token_id", path),
+            PadTokenId = ConfigJson.Int(root, "pad_token_id", path),
+            DoSample = ConfigJson.Bool(root, "do_sample", path),
+            Temperature = ConfigJson.Double(root, "temperature", path),
+            TopK = ConfigJson.Int(root, "top_k", path),
+            TopP = ConfigJson.Double(root, "top_p", path),
+            MaxNewTokens = ConfigJson.Int(root, "max_new_tokens", path),
+        };
+    }
+}
+
+/// <summary>Typed reads of optional JSON config fields; a wrong type is a user error naming the file and field.</summary>
+internal static class ConfigJson
+{
+    public static JsonDocument Parse(string path)
+    {
+        try
+        {
+            var doc = JsonDocument.Parse(File.ReadAllText(path));
+            if (doc.RootElement.ValueKind != JsonValueKind.Object)
+            {
+                doc.Dispose();
+                throw new UserErrorException($"{path}: the top level must be a JSON object");
+            }
+            return doc;
+        }
+        catch (JsonException e)
+        {
+            throw new UserErrorException($"{path}: not valid JSON: {e.Message}", e);
+        }
+    }
+
+    private static JsonElement? Get(JsonElement obj, string name) =>
+        obj.TryGetProperty(name, out var p) && p.ValueKind != JsonValueKind.Null ? p : null;
+
+    public static JsonElement? Object(JsonElement obj, string name, string path) => Get(obj, name) switch
+    {
+        null => null,
+        { ValueKind: JsonValueKind.Object } p => p,
+        _ => throw new UserErrorException($"{path}: \"{name}\" must be an object"),
+    };
+
+    public static string? String(JsonElement obj, string name, string path) => Get(obj, name) switch
+    {
+        null => null,
+        { ValueKind: JsonValueKind.String } p => p.GetString(),
+        _ => throw new UserErrorException($"{path}: \"{name}\" must be a string"),
+    };
+
+    public static int? Int(JsonElement obj, string name, string path) => Get(obj, name) switch
+    {
+        null => null,
+        { ValueKind: JsonValueKind.Number } p when p.TryGetInt32(out var v) => v,
+        _ => throw new UserErrorException($"{path}: \"{name}\" must be an integer"),
+    };
+
+    public static double? Double(JsonElement obj, string name, string path) => Get(obj, name) switch
+    {
+        null => null,
+        { ValueKind: JsonValueKind.Number } p => p.GetDouble(),
+        _ => throw new UserErrorException($"{path}: \"{name}\" must be a number"),
+    };
+
+    public static bool? Bool(JsonElement obj, string name, string path) => Get(obj, name) switch
+    {
+        null => null,
+        { ValueKind: JsonValueKind.True } => true,
+        { ValueKind: JsonValueKind.False } => false,
+        _ => throw new UserErrorException($"{path}: \"{name}\" must be true or false"),
+    };
+
+    public static IReadOnlyList<int> IntOrList(JsonElement obj, string name, string path)
+    {
+        var p = Get(obj, name);
+        if (p is null) return [];
+        if (p.Value.ValueKind == JsonValueKind.Number && p.Value.TryGetInt32(out var single)) return [single];
+        if (p.Value.ValueKind == JsonValueKind.Array)
+            return p.Value.EnumerateArray().Select(e => e.ValueKind == JsonValueKind.Number && e.TryGetInt32(out var v)
+                ? v : throw new UserErrorException($"{path}: \"{name}\" must hold integers")).ToArray();
+        throw new UserErrorException($"{path}: \"{name}\" must be an integer or a list of integers");
+    }
+}
