@@ -1,0 +1,139 @@
+using System.Text.Json;
+using OnnxMoe.Ir.Tensors;
+
+namespace OnnxMoe.Checkpoints;
+
+/// <summary>
+/// A Hugging Face checkpoint folder: config.json, weights in model.safetensors or shards listed by
+/// model.safetensors.index.json (or, failing both, every *.safetensors file), and tokenizer files.
+/// Opening reads the config and safetensors headers only. Owns the opened files.
+/// </summary>
+public sealed class CheckpointFolder : IDisposable
+{
+    public const string IndexFileName = "model.safetensors.index.json";
+
+    /// <summary>Files copied next to a compiled model when present.</summary>
+    public static readonly string[] TokenizerFileNames =
+    [
+        "tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "generation_config.json",
+        "tokenizer.model", "vocab.json", "merges.txt", "added_tokens.json", "chat_template.jinja",
+    ];
+
+    private readonly List<SafetensorsFile> _files;
+    private readonly Dictionary<string, SafetensorsFile> _byTensor;
+
+    private CheckpointFolder(string directory, HfConfig config, List<SafetensorsFile> files, Dictionary<string, SafetensorsFile> byTensor)
+    {
+        Directory = directory;
+        Config = config;
+        _files = files;
+        _byTensor = byTensor;
+        TokenizerFiles = TokenizerFileNames.Select(n => System.IO.Path.Combine(directory, n)).Where(File.Exists).ToList();
+    }
+
+    public string Directory { get; }
+    public HfConfig Config { get; }
+    public IReadOnlyList<SafetensorsFile> Files => _files;
+    /// <summary>Full paths of the tokenizer/generation files present, in <see cref="TokenizerFileNames"/> order.</summary>
+    public IReadOnlyList<string> TokenizerFiles { get; }
+    /// <summary>All tensor names, ordinal-sorted.</summary>
+    public IEnumerable<string> TensorNames => _byTensor.Keys.Order(StringComparer.Ordinal);
+    public long TotalTensorBytes => _files.Sum(f => f.TensorNames.Sum(n => f[n].Length));
+
+    public static CheckpointFolder Open(string directory)
+    {
+        directory = System.IO.Path.GetFullPath(directory);
+        if (!System.IO.Directory.Exists(directory)) throw new CheckpointException($"{directory}: checkpoint folder not found");
+        var config = HfConfig.Load(System.IO.Path.Combine(directory, "config.json"));
+        var files = new List<SafetensorsFile>();
+        var byTensor = new Dictionary<string, SafetensorsFile>(StringComparer.Ordinal);
+        try
+        {
+            string index = System.IO.Path.Combine(directory, IndexFileName);
+            if (File.Exists(index))
+            {
+                var map = ReadWeightMap(index);
+                var opened = new Dictionary<string, SafetensorsFile>(StringComparer.Ordinal);
+                foreach (var shard in map.Values.Distinct().Order(StringComparer.Ordinal))
+                {
+                    string full = System.IO.Path.GetFullPath(System.IO.Path.Combine(directory, shard));
+                    if (!full.StartsWith(directory + System.IO.Path.DirectorySeparatorChar, StringComparison.Ordinal))
+                        throw new CheckpointException($"{index}: shard '{shard}' lies outside the checkpoint folder");
+                    if (!File.Exists(full)) throw new CheckpointException($"{index}: shard '{shard}' listed in weight_map does not exist");
+                    var f = SafetensorsFile.Open(full);
+                    files.Add(f);
+                    opened[shard] = f;
+                }
+                foreach (var (name, shard) in map.OrderBy(kv => kv.Key, StringComparer.Ordinal))
+                {
+                    var f = opened[shard];
+                    if (!f.Contains(name)) throw new CheckpointException($"{index}: tensor '{name}' is mapped to '{shard}' but that file has no such tensor");
+                    byTensor[name] = f;
+                }
+            }
+            else
+            {
+                var paths = System.IO.Directory.GetFiles(directory, "*.safetensors").Order(StringComparer.Ordinal).ToList();
+                if (paths.Count == 0) throw new CheckpointException($"{directory}: no model.safetensors, {IndexFileName} or other *.safetensors file");
+                foreach (var path in paths)
+                {
+                    var f = SafetensorsFile.Open(path);
+                    files.Add(f);
+                    foreach (var name in f.TensorNames)
+                    {
+                        if (byTensor.TryGetValue(name, out var other))
+                            throw new CheckpointException($"{path}: tensor '{name}' also appears in {other.Path}");
+                        byTensor[name] = f;
+                    }
+                }
+            }
+            return new CheckpointFolder(directory, config, files, byTensor);
+        }
+        catch
+        {
+            foreach (var f in files) f.Dispose();
+            throw;
+        }
+    }
+
+    private static Dictionary<string, string> ReadWeightMap(string index)
+    {
+        try
+        {
+            using var doc = JsonDocument.Parse(File.ReadAllBytes(index));
+            if (!doc.RootElement.TryGetProperty("weight_map", out var wm) || wm.ValueKind != JsonValueKind.Object)
+                throw new CheckpointException($"{index}: no 'weight_map' object");
+            var map = new Dictionary<string, string>(StringComparer.Ordinal);
+            foreach (var p in wm.EnumerateObject())
+            {
+                if (p.Value.ValueKind != JsonValueKind.String) throw new CheckpointException($"{index}: weight_map entry '{p.Name}' is not a file name");
+                map[p.Name] = p.Value.GetString()!;
+            }
+            return map;
+        }
+        catch (JsonException e) { throw new CheckpointException($"{index}: not valid JSON: {e.Message}", e); }
+    }
+
+    public bool Contains(string name) => _byTensor.ContainsKey(name);
+
+    public FileTensor? TryGetTensor(string name) => _byTensor.TryGetValue(name, out var f) ? f[name] : null;
+
+    /// <summary>The tensor named <paramref name="name"/>, any shape.</summary>
+    public FileTensor GetTensor(string name) => GetTensor(name, null);
+
+    /// <summary>The tensor named <paramref name="name"/>; unless null, its shape must be <paramref name="expectedShape"/>.</summary>
+    public FileTensor GetTensor(string name, params long[]? expectedShape)
+    {
+        if (!_byTensor.TryGetValue(name, out var file))
+            throw new CheckpointException($"{Directory}: checkpoint has no tensor '{name}'");
+        var t = file[name];
+        if (expectedShape != null && !t.Shape.AsSpan().SequenceEqual(expectedShape))
+            throw new CheckpointException($"{file.Path}: tensor '{name}' has shape [{string.Join(",", t.Shape)}], expected [{string.Join(",", expectedShape)}] from config.json");
+        return t;
+    }
+
+    public void Dispose()
+    {
+        foreach (var f in _files) f.Dispose();
+    }
+}

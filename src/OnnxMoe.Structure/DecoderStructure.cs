@@ -1,0 +1,168 @@
+using System.Text.Json;
+using System.Text.Json.Serialization;
+using OnnxMoe.Ir;
+
+namespace OnnxMoe.Structure;
+
+/// <summary>
+/// What a lowered decoder looks like, stored as JSON in model metadata key <see cref="MetadataKey"/>
+/// so passes can find blocks, MoE layers and experts without pattern matching. Names refer to
+/// values, nodes and initializers of the main graph; a pass that rewrites the structure updates
+/// this record and writes it back. Schema: docs/graph-conventions.md.
+/// </summary>
+public sealed class DecoderStructure
+{
+    public const string MetadataKey = "onnxmoe.structure";
+    public const int CurrentSchemaVersion = 1;
+
+    public int SchemaVersion { get; set; } = CurrentSchemaVersion;
+    /// <summary>Family name as the lowering knows it: mixtral, deepseek-moe, qwen2-moe, qwen3-moe, olmoe.</summary>
+    public string Family { get; set; } = "";
+    /// <summary>config.json architectures[0] of the source checkpoint.</summary>
+    public string Architecture { get; set; } = "";
+    public int VocabSize { get; set; }
+    public int HiddenSize { get; set; }
+    public int NumAttentionHeads { get; set; }
+    public int NumKeyValueHeads { get; set; }
+    public int HeadDim { get; set; }
+    /// <summary>Activation and KV-cache element type of the graph: "f32" or "f16".</summary>
+    public string ComputeType { get; set; } = "f32";
+    /// <summary>Value: residual stream entering the first block (embedding output).</summary>
+    public string EmbeddingOutput { get; set; } = "";
+    /// <summary>Node name of the final RMSNorm's first node; its input 0 is the last block's output.</summary>
+    public string FinalNormInputNode { get; set; } = "";
+    /// <summary>Decoder blocks in execution order.</summary>
+    public List<BlockStructure> Blocks { get; set; } = new();
+
+    public int NumLayers => Blocks.Count;
+
+    private static readonly JsonSerializerOptions Options = new()
+    {
+        PropertyNamingPolicy = JsonNamingPolicy.SnakeCaseLower,
+        DefaultIgnoreCondition = JsonIgnoreCondition.WhenWritingNull,
+        WriteIndented = false,
+    };
+
+    private static readonly JsonSerializerOptions IndentedOptions = new(Options) { WriteIndented = true };
+
+    public string ToJson(bool indented = false) => JsonSerializer.Serialize(this, indented ? IndentedOptions : Options);
+
+    /// <summary>Parses and validates; throws <see cref="InvalidDataException"/> naming what is wrong.</summary>
+    public static DecoderStructure FromJson(string json)
+    {
+        DecoderStructure? s;
+        try { s = JsonSerializer.Deserialize<DecoderStructure>(json, Options); }
+        catch (JsonException e) { throw new InvalidDataException($"metadata '{MetadataKey}' is not valid: {e.Message}", e); }
+        if (s == null) throw new InvalidDataException($"metadata '{MetadataKey}' is null");
+        s.Validate();
+        return s;
+    }
+
+    /// <summary>The structure stored in <paramref name="model"/>'s metadata, or null when it has none.</summary>
+    public static DecoderStructure? TryRead(Model model) =>
+        model.GetMetadata(MetadataKey) is { } json ? FromJson(json) : null;
+
+    public static DecoderStructure Read(Model model) =>
+        TryRead(model) ?? throw new InvalidDataException($"model has no '{MetadataKey}' metadata: it was not produced by onnxmoe compile");
+
+    public void WriteTo(Model model)
+    {
+        Validate();
+        model.SetMetadata(MetadataKey, ToJson());
+    }
+
+    public void Validate()
+    {
+        if (SchemaVersion != CurrentSchemaVersion)
+            throw new InvalidDataException($"metadata '{MetadataKey}' has schema_version {SchemaVersion}; this onnxmoe reads {CurrentSchemaVersion}");
+        for (int i = 0; i < Blocks.Count; i++)
+        {
+            var b = Blocks[i] ?? throw new InvalidDataException($"metadata '{MetadataKey}': block {i} is null");
+            if (b.Ffn is { Kind: FfnKind.Moe, Moe: null })
+                throw new InvalidDataException($"metadata '{MetadataKey}': block {i} is an MoE block without 'moe'");
+            if (b.Ffn?.Moe is { } m && (m.ExpertIds.Count == 0 || m.TopK < 1 || m.TopK > m.ExpertIds.Count))
+                throw new InvalidDataException($"metadata '{MetadataKey}': block {i} has top_k {m.TopK} with {m.ExpertIds.Count} experts");
+        }
+    }
+}
+
+/// <summary>One decoder block (attention sub-layer + FFN sub-layer). Value and node names refer to the graph.</summary>
+public sealed class BlockStructure
+{
+    /// <summary>Layer index as used in node names (/model/layers.{index}/) and KV-cache names; stays the original one after blocks are dropped.</summary>
+    public int Index { get; set; }
+    /// <summary>Value: residual stream entering the block.</summary>
+    public string Input { get; set; } = "";
+    /// <summary>Value: residual stream leaving the block.</summary>
+    public string Output { get; set; } = "";
+    public AttentionStructure Attention { get; set; } = new();
+    /// <summary>The FFN sub-layer (MoE or dense MLP with its post-attention norm); null once removed.</summary>
+    public FfnStructure? Ffn { get; set; }
+}
+
+public sealed class AttentionStructure
+{
+    /// <summary>Graph input/output names of this block's KV cache.</summary>
+    public string PastKey { get; set; } = "";
+    public string PastValue { get; set; } = "";
+    public string PresentKey { get; set; } = "";
+    public string PresentValue { get; set; } = "";
+    /// <summary>Node: residual Add after attention (input 0 = block input, input 1 = attention output).</summary>
+    public string ResidualAdd { get; set; } = "";
+    /// <summary>Value: residual stream after attention (the h that enters the post-attention norm).</summary>
+    public string Output { get; set; } = "";
+}
+
+[JsonConverter(typeof(JsonStringEnumConverter<FfnKind>))]
+public enum FfnKind
+{
+    [JsonStringEnumMemberName("moe")] Moe,
+    [JsonStringEnumMemberName("dense")] Dense,
+}
+
+public sealed class FfnStructure
+{
+    public FfnKind Kind { get; set; }
+    /// <summary>Node-name prefix of the post-attention norm (e.g. /model/layers.3/post_attention_layernorm/).</summary>
+    public string NormPrefix { get; set; } = "";
+    /// <summary>Node-name prefix of the FFN (/model/layers.3/moe/ or /model/layers.3/mlp/).</summary>
+    public string Prefix { get; set; } = "";
+    /// <summary>Value: normed hidden state entering the FFN ([batch, seq, hidden]).</summary>
+    public string Input { get; set; } = "";
+    /// <summary>Value: FFN output before the residual add ([batch, seq, hidden]).</summary>
+    public string Output { get; set; } = "";
+    /// <summary>Node: residual Add after the FFN (input 0 = attention output, input 1 = FFN output); its output is the block output.</summary>
+    public string ResidualAdd { get; set; } = "";
+    public int IntermediateSize { get; set; }
+    public MoeStructure? Moe { get; set; }
+}
+
+public sealed class MoeStructure
+{
+    /// <summary>Routed experts present, in router-column order, by their original index in the checkpoint.</summary>
+    public List<int> ExpertIds { get; set; } = new();
+    public int TopK { get; set; }
+    /// <summary>Whether the top-k routing weights are renormalised to sum to 1.</summary>
+    public bool NormTopKProb { get; set; }
+    /// <summary>Router scoring function; "softmax" for every supported family.</summary>
+    public string Scoring { get; set; } = "softmax";
+    /// <summary>Node: router MatMul; its weight input is [hidden, experts], column c scoring expert_ids[c].</summary>
+    public string RouterMatMul { get; set; } = "";
+    /// <summary>Initializer: i64 [experts] mapping router column to original expert id (gathered by top-k indices).</summary>
+    public string ExpertIdTable { get; set; } = "";
+    /// <summary>Node: the router TopK (attribute-free, k is its input 1 initializer).</summary>
+    public string TopKNode { get; set; } = "";
+    /// <summary>Node: the zero accumulator the expert chain starts from.</summary>
+    public string AccumulatorInit { get; set; } = "";
+    public SharedExpertStructure? SharedExpert { get; set; }
+}
+
+public sealed class SharedExpertStructure
+{
+    /// <summary>Total intermediate width (DeepSeek: moe_intermediate_size x n_shared_experts).</summary>
+    public int IntermediateSize { get; set; }
+    /// <summary>Number of shared experts fused into this one FFN (DeepSeek n_shared_experts; 1 for Qwen2-MoE).</summary>
+    public int Count { get; set; } = 1;
+    /// <summary>Output scaled by sigmoid(shared_expert_gate(x)) (Qwen2-MoE).</summary>
+    public bool Gated { get; set; }
+}
