@@ -8,7 +8,13 @@ internal static class CommandCatalog
 {
     public static IEnumerable<Command> All() =>
     [
+        CompileCommand.Create(),
+        GenerateCommand.Create(),
+        EvalCommand.Create(),
+        DiffCommand.Create(),
         InspectCommand.Create(),
+        RecipesCommand.Create(),
+        PassesCommand.Create(),
         ConvertCommand.Create(),
         RunCommand.Create(),
         VersionCommand.Create(),
