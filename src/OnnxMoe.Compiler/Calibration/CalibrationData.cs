@@ -61,6 +61,21 @@ public sealed class CalibrationData
         return new CalibrationData(result, textPath);
     }
 
+    /// <summary>
+    /// Calibration data as a recipe or the CLI asks for it: <paramref name="settings"/>.Text ("default" = the shipped
+    /// text) tokenized with the tokenizer.json in <paramref name="modelDirectory"/> (a checkpoint or model folder).
+    /// </summary>
+    public static CalibrationData FromSettings(string modelDirectory, Recipes.CalibrationSettings settings)
+    {
+        string tokenizerPath = Path.Combine(modelDirectory, "tokenizer.json");
+        if (!File.Exists(tokenizerPath))
+            throw new UserErrorException($"{modelDirectory}: no tokenizer.json, which calibration needs to tokenize its text");
+        string text = settings.Text == Recipes.CalibrationSettings.DefaultText
+            ? FindDefaultText() ?? throw new UserErrorException($"the default calibration text {DefaultTextRelativePath} was not found; pass a text file")
+            : settings.Text;
+        return FromText(Tokenizer.Load(tokenizerPath), text, settings.Samples, settings.SeqLen);
+    }
+
     /// <summary>The shipped calibration text, searched upwards from the working directory and the program's folder; null when absent.</summary>
     public static string? FindDefaultText()
     {
