@@ -14,7 +14,7 @@ public class RecipeTests
     /// <summary>The default registry plus stand-ins with the options the built-in recipes use (the real passes live in other branches).</summary>
     private static PassRegistry Registry()
     {
-        var r = PassRegistry.CreateDefault();
+        var r = TestGraphs.CoreRegistry();
         void Add(PassInfo info) => r.Register(info, o => new StubPass(o));
         Add(new PassInfo("prune-experts", "stub", PassOption.Count("keep", null, ""), PassOption.String("mode", "layerwise", "", "layerwise", "global"),
             PassOption.PairList("experts", "")));
@@ -61,7 +61,7 @@ public class RecipeTests
     [Fact]
     public void A_built_in_recipe_whose_pass_is_missing_fails_clearly()
     {
-        var e = Assert.Throws<RecipeException>(() => BuiltinRecipes.Load("block-drop-awq", PassRegistry.CreateDefault()));
+        var e = Assert.Throws<RecipeException>(() => BuiltinRecipes.Load("block-drop-awq", TestGraphs.CoreRegistry()));
         Assert.Equal("built-in recipe block-drop-awq:7:5: unknown pass 'drop-blocks' (known passes: cleanup, dedupe-constants, remove-unused, topo-sort)", e.Message);
         Assert.IsAssignableFrom<UserErrorException>(e);
     }

@@ -1,0 +1,47 @@
+using System.Globalization;
+using OnnxMoe.Ir;
+
+namespace OnnxMoe.Passes.Trimming;
+
+/// <summary>What the trimming passes share: the selection option, score access, count resolution.</summary>
+public abstract class TrimmingPass : Pass
+{
+    public const string OneShot = "one-shot";
+    public const string Iterative = "iterative";
+
+    protected TrimmingPass(PassInfo info, PassOptions options) : base(info, options)
+    {
+    }
+
+    /// <summary>The <c>selection</c> option every trimming pass declares.</summary>
+    protected static PassOption SelectionOption() => PassOption.String("selection", OneShot,
+        "one-shot: score the unmodified model once (the paper); iterative: drop one, re-score, repeat", OneShot, Iterative);
+
+    protected bool IsIterative => Options.GetString("selection") == Iterative;
+
+    protected ICalibrationScores Scorer(PassContext context) =>
+        context.TryGet<ICalibrationScores>(out var s) ? s
+            : throw new PassException(Name, "choosing what to remove needs calibration scores, which this run does not provide " +
+                                            "(compile with calibration, or list what to remove explicitly)");
+
+    protected PassException Error(string message) => new(Name, message);
+
+    /// <summary>Exactly one of an explicit list option and the count option.</summary>
+    protected (T? List, PassCount? Count) ListOrCount<T>(string listName, string countName) where T : class
+    {
+        var list = Options.Get(listName) as T;
+        var count = Options.Get(countName) as PassCount?;
+        if (list != null && count != null) throw Error($"give {listName}=... or {countName}=..., not both");
+        if (list == null && count == null) throw Error($"give {listName}=... (explicit) or {countName}=... (chosen by calibration scores)");
+        return (list, count);
+    }
+
+    protected static string Join(IEnumerable<int> xs) => string.Join(",", xs.Select(x => x.ToString(CultureInfo.InvariantCulture)));
+
+    protected static string Format(double d) => d.ToString("F6", CultureInfo.InvariantCulture);
+
+    /// <summary>Result after edits: changed when any counter moved.</summary>
+    protected static PassResult Done(CounterSet counters) => PassResult.From(counters.Any, counters);
+
+    public abstract override PassResult Run(Model model, PassContext context);
+}

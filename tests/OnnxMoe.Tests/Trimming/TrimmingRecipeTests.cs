@@ -1,0 +1,83 @@
+using OnnxMoe.Compiler.Analysis;
+using OnnxMoe.Compiler.Calibration;
+using OnnxMoe.Compiler.Recipes;
+using OnnxMoe.Structure;
+using static OnnxMoe.Tests.Trimming.TrimmingFixture;
+
+namespace OnnxMoe.Tests.Trimming;
+
+/// <summary>The built-in trimming recipes on the trained tiny models (models/tiny-*), calibrated on the shipped KJV text
+/// with tiny sizes (2 samples x 32 tokens instead of 128 x 2048).</summary>
+public sealed class TrimmingRecipeTests
+{
+    private static string ModelDir(string name)
+    {
+        var text = CalibrationData.FindDefaultText() ?? throw new InvalidOperationException("models/data not found");
+        return Path.Combine(Path.GetDirectoryName(Path.GetDirectoryName(text))!, name);
+    }
+
+    private static readonly CalibrationSettings Tiny = new(Samples: 2, SeqLen: 32);
+
+    public static TheoryData<string, string> Cases()
+    {
+        var d = new TheoryData<string, string>();
+        foreach (var model in new[] { "tiny-mixtral", "tiny-deepseek" })
+            foreach (var recipe in new[] { "expert-drop", "layer-drop-4", "layer-drop-8", "block-drop-4", "block-drop-8" })
+                d.Add(model, recipe);
+        return d;
+    }
+
+    [Theory]
+    [MemberData(nameof(Cases))]
+    public void Built_in_trimming_recipe_compiles_a_tiny_model(string model, string recipeName)
+    {
+        using var ckpt = new LoweredCheckpoint(ModelDir(model));
+        var before = ckpt.Structure;
+        var recipe = BuiltinRecipes.Load(recipeName, Registry);
+        var scorer = new OrtCalibrationScores(CalibrationData.FromSettings(ModelDir(model), Tiny));
+        var report = RunPipeline(ckpt.Model, recipe.Pipeline.ToString(), scorer);
+        Assert.True(report.Changed, $"{recipeName} changed nothing on {model}");
+        var after = ckpt.Structure;
+        int moeBefore = before.Blocks.Count(b => b.Ffn is { Kind: FfnKind.Moe });
+        switch (recipeName)
+        {
+            case "block-drop-4" or "block-drop-8":
+                Assert.Equal(before.NumLayers - Math.Max(1, (int)Math.Round(before.NumLayers * (recipeName.EndsWith('4') ? 0.125 : 0.25), MidpointRounding.AwayFromZero)), after.NumLayers);
+                break;
+            case "layer-drop-4" or "layer-drop-8":
+                Assert.True(after.Blocks.Count(b => b.Ffn is { Kind: FfnKind.Moe }) < moeBefore);
+                break;
+            case "expert-drop":
+                int experts = before.Blocks.Sum(b => b.Ffn?.Moe?.ExpertIds.Count ?? 0);
+                Assert.Equal(experts - (int)Math.Round(experts * 0.25, MidpointRounding.AwayFromZero), after.Blocks.Sum(b => b.Ffn?.Moe?.ExpertIds.Count ?? 0));
+                break;
+        }
+        // Still a decoder that produces logits for every position.
+        Assert.Equal(7 * before.VocabSize, Logits(ckpt.Model, Prompt(before.VocabSize)).Length);
+    }
+
+    [Fact]
+    public void The_combined_recipe_fails_clearly_until_quantize_int4_is_a_pass()
+    {
+        if (Registry.Find("quantize-int4") != null) return; // the Expert Slimming pass has arrived
+        var e = Assert.Throws<RecipeException>(() => BuiltinRecipes.Load("block-drop-awq", Registry));
+        Assert.Contains("unknown pass 'quantize-int4'", e.Message);
+    }
+
+    [Fact]
+    public void Analyzer_reports_what_the_recipes_remove_on_a_tiny_model()
+    {
+        using var ckpt = new LoweredCheckpoint(ModelDir("tiny-deepseek"));
+        var scorer = new OrtCalibrationScores(CalibrationData.FromSettings(ModelDir("tiny-deepseek"), Tiny));
+        var report = Analyzer.Run(ckpt.Model, scorer, Registry);
+        Assert.Equal(4, report.Blocks.Count);
+        Assert.Equal(3, report.MoeLayers.Count);                 // first_k_dense_replace = 1
+        Assert.Equal(3 * 16, report.Experts.Count);
+        Assert.All(report.Blocks, b => Assert.InRange(b.Similarity, -1, 1));
+        var best = report.Blocks.OrderByDescending(b => b.Similarity).First().Layer;
+        Assert.Equal($"blocks {best}", report.Recipes.First(r => r.Recipe == "block-drop-4").Summary());
+        Assert.Equal(12, report.Recipes.First(r => r.Recipe == "expert-drop").Removes.Count); // 25% of 48
+        Assert.Contains("<svg", report.ToSvg("experts"));
+        Assert.Equal(4, report.BarChart("blocks").Split('\n', StringSplitOptions.RemoveEmptyEntries).Length);
+    }
+}
