@@ -11,6 +11,7 @@ internal static class CommandCatalog
         CompileCommand.Create(),
         GenerateCommand.Create(),
         EvalCommand.Create(),
+        AnalyzeCommand.Create(),
         DiffCommand.Create(),
         InspectCommand.Create(),
         RecipesCommand.Create(),

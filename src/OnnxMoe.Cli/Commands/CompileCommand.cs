@@ -60,7 +60,14 @@ internal static class CompileCommand
                         AfterChange = print ? (m, record) => Console.Error.Write($"// IR after {record.Invocation}\n{Ir.Printing.IrPrinter.Print(m)}") : null,
                     };
                     var context = new PassContext { Log = message => Console.Error.WriteLine($"  {message}") };
-                    CompileServices.Register(context, lowered, calib);
+                    string lastStage = "";
+                    CalibrationServices.Register(context, source, calib, p =>
+                    {
+                        // One line per stage start and end keeps logs short on 128-sample runs.
+                        if (p.Stage == lastStage && p.SamplesDone != p.SamplesTotal) return;
+                        lastStage = p.Stage;
+                        Console.Error.WriteLine($"  calibration {p.Stage}: {p.SamplesDone}/{p.SamplesTotal} samples");
+                    });
                     passReport = manager.Run(lowered.Model, passes, context);
                 },
             };
@@ -74,16 +81,5 @@ internal static class CompileCommand
             return 0;
         });
         return command;
-    }
-}
-
-/// <summary>Services the compile pipeline's passes may ask for (calibration scores, AWQ statistics).</summary>
-internal static class CompileServices
-{
-    public static void Register(PassContext context, Lowering.LoweredModel lowered, CalibrationSettings calibration)
-    {
-        _ = context;
-        _ = lowered;
-        _ = calibration;
     }
 }

@@ -95,7 +95,8 @@ public sealed class CompileJob
         double writeS = sw.Elapsed.TotalSeconds;
 
         foreach (var file in checkpoint.TokenizerFiles) File.Copy(file, Path.Combine(temp, Path.GetFileName(file)));
-        var structure = lowered.Structure;
+        // Passes rewrite the structure metadata (e.g. drop-blocks renumbers layers), so read it back from the model.
+        var structure = Structure.DecoderStructure.TryRead(lowered.Model) ?? lowered.Structure;
         File.WriteAllText(Path.Combine(temp, GenAiConfigFileName), GenAiConfig.ToJson(lowered.Spec, ModelFileName, structure.NumLayers) + "\n");
 
         var report = new CompileReport

@@ -1,0 +1,34 @@
+using OnnxMoe.Compiler.Calibration;
+using OnnxMoe.Compiler.Recipes;
+using OnnxMoe.Ir;
+using OnnxMoe.Passes;
+using OnnxMoe.Passes.Trimming;
+
+namespace OnnxMoe.Compiler.Compile;
+
+/// <summary>
+/// Registers the calibration-backed services a compile pipeline's passes may ask for. Calibration text
+/// is tokenized only when a pass first asks, so pipelines that score nothing pay nothing.
+/// </summary>
+public static class CalibrationServices
+{
+    public static void Register(PassContext context, string checkpointDirectory, CalibrationSettings settings,
+        Action<CalibrationProgress>? progress = null)
+    {
+        var data = new Lazy<CalibrationData>(() => CalibrationData.FromSettings(checkpointDirectory, settings));
+        context.Set<ICalibrationScores>(new LazyCalibrationScores(() => new OrtCalibrationScores(data.Value, new CalibrationOptions { Progress = progress })));
+    }
+
+    /// <summary>Creates the real scorer on first use.</summary>
+    private sealed class LazyCalibrationScores(Func<ICalibrationScores> create) : ICalibrationScores
+    {
+        private readonly Lazy<ICalibrationScores> _inner = new(create);
+
+        public TrimmingScores Measure(Model model, IReadOnlyList<int> consecutiveRuns, CancellationToken cancellationToken = default) =>
+            _inner.Value.Measure(model, consecutiveRuns, cancellationToken);
+
+        public IReadOnlyList<double> ReconstructionErrors(Model model, int layer, IReadOnlyList<IReadOnlyList<int>> keptExperts,
+            CancellationToken cancellationToken = default) =>
+            _inner.Value.ReconstructionErrors(model, layer, keptExperts, cancellationToken);
+    }
+}
