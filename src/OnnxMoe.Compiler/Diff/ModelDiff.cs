@@ -1,3 +1,4 @@
+using OnnxMoe.Ir.Printing;
 using System.Globalization;
 using System.Security.Cryptography;
 using System.Text;
@@ -247,7 +248,7 @@ public sealed partial class ModelDiff
 
     private static string Quote(string s) => JsonSerializer.Serialize(s, QuoteOptions);
 
-    private static string TensorText(Tensor t) => $"{t.DataType.Name()}[{string.Join(",", t.Shape)}] sha256:{TensorContentHash.Sha256Hex(t)}";
+    private static string TensorText(Tensor t) => $"{t.DataType.Name()}[{string.Join(",", t.Shape)}] sha256:{TensorDigest.Sha256Hex(t)}";
 
     /// <summary>A subgraph as node count and a hash of its canonical text (names, ops, wiring, attributes, initializers).</summary>
     private static string GraphText(Graph g)
@@ -283,8 +284,8 @@ public sealed partial class ModelDiff
             else if (Layout(ta!) != Layout(tb!)) entries.Add(new DiffEntry(DiffKind.Changed, key, Layout(ta!), Layout(tb!), []));
             else if (!SameBytesWithoutReading(ta!, tb!))
             {
-                var ha = TensorContentHash.Sha256Hex(ta!);
-                var hb = TensorContentHash.Sha256Hex(tb!);
+                var ha = TensorDigest.Sha256Hex(ta!);
+                var hb = TensorDigest.Sha256Hex(tb!);
                 if (ha != hb) entries.Add(new DiffEntry(DiffKind.Changed, key, Layout(ta!), Layout(tb!), [new DiffChange("content", "sha256:" + ha, "sha256:" + hb)]));
             }
         }

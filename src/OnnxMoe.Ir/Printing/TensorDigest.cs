@@ -7,7 +7,10 @@ namespace OnnxMoe.Ir.Printing;
 public static class TensorDigest
 {
     /// <summary>Lower-case hex SHA-256 of the raw bytes; for string tensors, of each element as 8-byte little-endian length + bytes.</summary>
-    public static string Sha256Hex(Tensor tensor)
+    public static string Sha256Hex(Tensor tensor) => Convert.ToHexStringLower(Sha256(tensor));
+
+    /// <summary>SHA-256 of the raw bytes (see <see cref="Sha256Hex"/>).</summary>
+    public static byte[] Sha256(Tensor tensor)
     {
         using var hash = IncrementalHash.CreateHash(HashAlgorithmName.SHA256);
         if (tensor is StringTensor st)
@@ -24,7 +27,17 @@ public static class TensorDigest
             hash.AppendData(tensor.GetBytes());
         else
             tensor.WriteTo(new HashingStream(hash));
-        return Convert.ToHexStringLower(hash.GetHashAndReset());
+        return hash.GetHashAndReset();
+    }
+
+    /// <summary>SHA-256 of at most the first <paramref name="count"/> raw bytes; reads only those bytes for file tensors.</summary>
+    public static byte[] PrefixSha256(Tensor tensor, int count)
+    {
+        long n = Math.Min(count, tensor.ByteLength);
+        var buffer = new byte[n];
+        if (tensor is FileTensor f) f.File.ReadExactly(f.Offset, buffer);
+        else tensor.GetBytes()[..(int)n].CopyTo(buffer);
+        return SHA256.HashData(buffer);
     }
 
     /// <summary>First 16 hex digits of <see cref="Sha256Hex"/>: what the printer shows.</summary>

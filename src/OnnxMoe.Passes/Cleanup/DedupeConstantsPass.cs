@@ -1,3 +1,4 @@
+using OnnxMoe.Ir.Printing;
 using OnnxMoe.Ir;
 using OnnxMoe.Ir.Tensors;
 
@@ -44,14 +45,14 @@ public sealed class DedupeConstantsPass : Pass
         var duplicates = new List<(Value Dup, Value Keep)>();
         foreach (var sameLayout in candidates.GroupBy(v => (v.ConstValue!.DataType, Shape: string.Join(",", v.ConstValue.Shape))).Where(grp => grp.Count() > 1))
         {
-            var byPrefix = sameLayout.GroupBy(v => Convert.ToHexString(TensorContentHash.PrefixSha256(v.ConstValue!, PrefixBytes)));
+            var byPrefix = sameLayout.GroupBy(v => Convert.ToHexString(TensorDigest.PrefixSha256(v.ConstValue!, PrefixBytes)));
             foreach (var prefixGroup in byPrefix.Where(grp => grp.Count() > 1))
             {
                 context.CancellationToken.ThrowIfCancellationRequested();
                 var kept = new Dictionary<string, Value>(StringComparer.Ordinal);
                 foreach (var v in prefixGroup)
                 {
-                    var key = SameBytesShortcut(v, kept.Values) ?? Convert.ToHexString(TensorContentHash.Sha256(v.ConstValue!));
+                    var key = SameBytesShortcut(v, kept.Values) ?? Convert.ToHexString(TensorDigest.Sha256(v.ConstValue!));
                     if (kept.TryGetValue(key, out var keep)) duplicates.Add((v, keep));
                     else kept[key] = v;
                 }
@@ -75,7 +76,7 @@ public sealed class DedupeConstantsPass : Pass
         if (v.ConstValue is not FileTensor f) return null;
         foreach (var k in kept)
             if (k.ConstValue is FileTensor g && ReferenceEquals(g.File, f.File) && g.Offset == f.Offset && g.Length == f.Length)
-                return Convert.ToHexString(TensorContentHash.Sha256(g));
+                return Convert.ToHexString(TensorDigest.Sha256(g));
         return null;
     }
 }
