@@ -65,6 +65,24 @@ public sealed class DecoderStructure
     public static DecoderStructure Read(Model model) =>
         TryRead(model) ?? throw new InvalidDataException($"model has no '{MetadataKey}' metadata: it was not produced by onnxmoe compile");
 
+    /// <summary>Every value, node and initializer name the structure refers to. Passes that merge or rename
+    /// things (e.g. dedupe-constants) leave these alone so later structural passes still find them.</summary>
+    public IReadOnlySet<string> ReferencedNames()
+    {
+        var names = new HashSet<string>(StringComparer.Ordinal);
+        void Walk(System.Text.Json.Nodes.JsonNode? node)
+        {
+            switch (node)
+            {
+                case System.Text.Json.Nodes.JsonObject o: foreach (var kv in o) Walk(kv.Value); break;
+                case System.Text.Json.Nodes.JsonArray a: foreach (var item in a) Walk(item); break;
+                case System.Text.Json.Nodes.JsonValue v when v.TryGetValue<string>(out var text) && text.Length > 0: names.Add(text); break;
+            }
+        }
+        Walk(System.Text.Json.Nodes.JsonNode.Parse(ToJson()));
+        return names;
+    }
+
     public void WriteTo(Model model)
     {
         Validate();

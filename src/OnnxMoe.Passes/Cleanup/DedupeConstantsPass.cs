@@ -10,7 +10,8 @@ namespace OnnxMoe.Passes.Cleanup;
 /// Bytes are compared by streamed SHA-256, first of a 4 KiB prefix (so distinct expert weights of equal
 /// shape cost one small read each), then of the whole tensor. Skipped: initializers that are graph inputs
 /// (overridable) or graph outputs (named interface), string tensors, and lazy tensors not yet computed
-/// (hashing would run the computation, e.g. quantization).
+/// (hashing would run the computation, e.g. quantization), and initializers the decoder structure metadata
+/// names (structural passes such as prune-experts rewrite those in place and must find them by name).
 /// </summary>
 public sealed class DedupeConstantsPass : Pass
 {
@@ -26,7 +27,8 @@ public sealed class DedupeConstantsPass : Pass
     public override PassResult Run(Model model, PassContext context)
     {
         var counters = new CounterSet();
-        foreach (var g in Graphs(model)) Dedupe(g, counters, context);
+        var pinned = Structure.DecoderStructure.TryRead(model)?.ReferencedNames() ?? new HashSet<string>();
+        foreach (var g in Graphs(model)) Dedupe(g, counters, context, pinned);
         return PassResult.From(counters.Any, counters);
     }
 
@@ -36,11 +38,11 @@ public sealed class DedupeConstantsPass : Pass
         return Walk(model.Graph).Concat(model.Functions.SelectMany(f => Walk(f.Body))).ToList();
     }
 
-    private static void Dedupe(Graph g, CounterSet counters, PassContext context)
+    private static void Dedupe(Graph g, CounterSet counters, PassContext context, IReadOnlySet<string> pinned)
     {
         var inputs = new HashSet<Value>(g.Inputs, ReferenceEqualityComparer.Instance);
         var candidates = g.Initializers
-            .Where(v => !inputs.Contains(v) && !v.IsGraphOutput && v.ConstValue is { } t && t is not StringTensor && (t is not LazyTensor || t.IsMaterialized))
+            .Where(v => !inputs.Contains(v) && !v.IsGraphOutput && !pinned.Contains(v.Name) && v.ConstValue is { } t && t is not StringTensor && (t is not LazyTensor || t.IsMaterialized))
             .ToList();
         var duplicates = new List<(Value Dup, Value Keep)>();
         foreach (var sameLayout in candidates.GroupBy(v => (v.ConstValue!.DataType, Shape: string.Join(",", v.ConstValue.Shape))).Where(grp => grp.Count() > 1))
