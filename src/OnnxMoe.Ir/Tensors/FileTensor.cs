@@ -36,13 +36,20 @@ public sealed class FileTensor : Tensor
 
     public override void WriteTo(Stream destination)
     {
-        var buffer = new byte[Math.Min(Length, 4 << 20)];
-        for (long done = 0; done < Length;)
+        var buffer = System.Buffers.ArrayPool<byte>.Shared.Rent((int)Math.Min(Length, 4 << 20));
+        try
         {
-            int n = (int)Math.Min(buffer.Length, Length - done);
-            File.ReadExactly(Offset + done, buffer.AsSpan(0, n));
-            destination.Write(buffer, 0, n);
-            done += n;
+            for (long done = 0; done < Length;)
+            {
+                int n = (int)Math.Min(buffer.Length, Length - done);
+                File.ReadExactly(Offset + done, buffer.AsSpan(0, n));
+                destination.Write(buffer, 0, n);
+                done += n;
+            }
+        }
+        finally
+        {
+            System.Buffers.ArrayPool<byte>.Shared.Return(buffer);
         }
     }
 }
