@@ -18,6 +18,7 @@ public static class TensorKernels
     public static bool IsConvertibleSource(DataType t) => t is DataType.Float or DataType.Float16 or DataType.BFloat16 or DataType.Double;
 
     /// <summary>bf16 bit patterns to f32 (exact: the bits shifted left by 16).</summary>
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]     // hot loops: skip tier-0 code
     public static void BFloat16ToSingle(ReadOnlySpan<ushort> source, Span<float> destination)
     {
         if (destination.Length < source.Length) throw new ArgumentException("destination is shorter than source");
@@ -134,6 +135,7 @@ public static class TensorKernels
     private const long ParallelGrain = 1 << 19;
 
     /// <summary>Output rows [j0, j1) (source columns); destination row j starts at (j - baseRow) * rows.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     private static unsafe void Band<T>(T* s, int rows, int cols, int j0, int j1, T* d, int baseRow) where T : unmanaged
     {
         for (int jt = j0; jt < j1; jt += Tile)
