@@ -35,8 +35,8 @@ read -r c_s c_kb < "$work/compile.time"
 read -r co_s co_kb < "$work/cpout.time"
 out_bytes=$(du -cb "$work/out/model.onnx" "$work/out/model.onnx.data" | tail -1 | cut -f1)
 awk -v b="$bytes" -v o="$out_bytes" -v cs="$cp_s" -v ck="$cp_kb" -v s="$c_s" -v k="$c_kb" -v os="$co_s" -v sd="$src_dtype" -v dd="$dst_dtype" 'BEGIN {
-  printf "checkpoint (%s) bytes %15d (%.2f GiB)\n", sd, b, b / 2^30
-  printf "artifact (%s) bytes   %15d (%.2f GiB)\n", dd, o, o / 2^30
+  printf "checkpoint (%s) bytes %15.0f (%.2f GiB)\n", sd, b, b / 2^30
+  printf "artifact (%s) bytes   %15.0f (%.2f GiB)\n", dd, o, o / 2^30
   printf "cp -r checkpoint      %8.1f s  %7.1f MiB/s  peak RSS %6.0f MiB\n", cs, b / 2^20 / cs, ck / 1024
   printf "onnxmoe compile       %8.1f s  %7.1f MiB/s  peak RSS %6.0f MiB  (MiB/s of checkpoint read)\n", s, b / 2^20 / s, k / 1024
   printf "cp artifact data      %8.1f s  %7.1f MiB/s\n", os, o / 2^20 / os

@@ -61,23 +61,25 @@ public static class WeightConversion
     /// <summary>Output chunk of the streamed conversions (bytes); small enough to stay cache- and pool-friendly.</summary>
     private const int ChunkBytes = 4 << 20;
 
-    /// <summary>Element-wise conversion, streamed chunk by chunk: file tensors are read in chunks, never whole.</summary>
+    /// <summary>Element-wise conversion, streamed chunk by chunk: file tensors are read in chunks, never whole.
+    /// Each converted chunk is written in the background while the next one is read and converted.</summary>
     private static void WriteConverted(Tensor source, DataType target, Stream destination)
     {
         DataType from = source.DataType;
         if (from == target) { source.WriteTo(destination); return; }
         int inSize = from.BitWidth() / 8, outSize = target.BitWidth() / 8;
         long n = source.ElementCount;
-        int chunk = ChunkBytes / Math.Max(inSize, outSize);
+        int chunk = (int)Math.Min(ChunkBytes / Math.Max(inSize, outSize), Math.Max(n, 1));
         var pool = ArrayPool<byte>.Shared;
-        byte[] outBuf = pool.Rent(chunk * outSize);
-        byte[]? inBuf = null;
+        byte[][] outBufs = [pool.Rent(chunk * outSize), pool.Rent(chunk * outSize)];
+        var file = source as FileTensor;
+        byte[]? inBuf = file != null ? pool.Rent(chunk * inSize) : null;
+        var writer = new WriteBehind(destination);
         try
         {
-            var file = source as FileTensor;
             ReadOnlySpan<byte> all = file != null ? default : source.GetBytes();
-            if (file != null) inBuf = pool.Rent(chunk * inSize);
-            for (long at = 0; at < n;)
+            int cur = 0;
+            for (long at = 0; at < n; cur ^= 1)
             {
                 int m = (int)Math.Min(chunk, n - at);
                 ReadOnlySpan<byte> src;
@@ -88,14 +90,16 @@ public static class WeightConversion
                     src = span;
                 }
                 else src = all.Slice(checked((int)(at * inSize)), m * inSize);
-                TensorKernels.Convert(src, from, outBuf.AsSpan(0, m * outSize), target);
-                destination.Write(outBuf, 0, m * outSize);
+                TensorKernels.Convert(src, from, outBufs[cur].AsSpan(0, m * outSize), target);
+                writer.Write(outBufs[cur], m * outSize);      // waits for the write of the other buffer first
                 at += m;
             }
+            writer.Wait();
         }
         finally
         {
-            pool.Return(outBuf);
+            writer.WaitQuietly();
+            foreach (var b in outBufs) pool.Return(b);
             if (inBuf != null) pool.Return(inBuf);
         }
     }
@@ -103,9 +107,10 @@ public static class WeightConversion
     /// <summary>
     /// [rows, cols] source as its [cols, rows] transpose in <paramref name="target"/>, streamed in bands of output rows:
     /// the source is read once (whole, into reused scratch memory), each band is transposed in the source element
-    /// width (cache-blocked, parallel) and converted, then written. Memory: the source tensor plus two band buffers.
+    /// width (cache-blocked, parallel) and converted, then written in the background while the next band is computed.
+    /// Memory: the source tensor plus four band buffers of at most 4 MiB.
     /// </summary>
-    private static unsafe void WriteTransposed(Tensor source, int rows, int cols, DataType target, Stream destination)
+    private static void WriteTransposed(Tensor source, int rows, int cols, DataType target, Stream destination)
     {
         DataType from = source.DataType;
         int inSize = from.BitWidth() / 8, outSize = target.BitWidth() / 8;
@@ -116,34 +121,61 @@ public static class WeightConversion
         int band = (int)Math.Clamp(ChunkBytes / rowBytes, 1, cols);
         if (band >= 64) band = band / 64 * 64;       // whole tiles per band
         var pool = ArrayPool<byte>.Shared;
-        byte[] tBuf = pool.Rent(checked(band * rows * inSize));
-        byte[]? oBuf = from == target ? null : pool.Rent(checked(band * rows * outSize));
-        using var scratch = SourceBytes(source, total * inSize);
+        byte[][] tBufs = [pool.Rent(checked(band * rows * inSize)), pool.Rent(checked(band * rows * inSize))];
+        byte[][]? oBufs = from == target ? null : [pool.Rent(checked(band * rows * outSize)), pool.Rent(checked(band * rows * outSize))];
+        var writer = new WriteBehind(destination);
         try
         {
-            for (int j0 = 0; j0 < cols; j0 += band)
+            using var scratch = SourceBytes(source, total * inSize);
+            int cur = 0;
+            for (int j0 = 0; j0 < cols; j0 += band, cur ^= 1)
             {
                 int k = Math.Min(band, cols - j0);
-                var t = tBuf.AsSpan(0, k * rows * inSize);
+                var t = tBufs[cur].AsSpan(0, k * rows * inSize);
                 switch (inSize)
                 {
                     case 2: TensorKernels.TransposeRows(scratch.As<ushort>((int)total), rows, cols, j0, k, MemoryMarshal.Cast<byte, ushort>(t)); break;
                     case 4: TensorKernels.TransposeRows(scratch.As<uint>((int)total), rows, cols, j0, k, MemoryMarshal.Cast<byte, uint>(t)); break;
                     default: TensorKernels.TransposeRows(scratch.As<ulong>((int)total), rows, cols, j0, k, MemoryMarshal.Cast<byte, ulong>(t)); break;
                 }
-                if (oBuf == null) destination.Write(t);
+                if (oBufs == null) writer.Write(tBufs[cur], t.Length);
                 else
                 {
-                    var o = oBuf.AsSpan(0, k * rows * outSize);
-                    TensorKernels.Convert(t, from, o, target);
-                    destination.Write(o);
+                    TensorKernels.Convert(t, from, oBufs[cur].AsSpan(0, k * rows * outSize), target);
+                    writer.Write(oBufs[cur], k * rows * outSize);
                 }
             }
+            writer.Wait();
         }
         finally
         {
-            pool.Return(tBuf);
-            if (oBuf != null) pool.Return(oBuf);
+            writer.WaitQuietly();
+            foreach (var b in tBufs) pool.Return(b);
+            if (oBufs != null) foreach (var b in oBufs) pool.Return(b);
+        }
+    }
+
+    /// <summary>
+    /// One write in flight on the thread pool while the caller fills its other buffer (double buffering). Writes stay
+    /// in order and never overlap: each <see cref="Write"/> first waits for the previous one.
+    /// </summary>
+    private sealed class WriteBehind(Stream destination)
+    {
+        private Task _pending = Task.CompletedTask;
+
+        public void Write(byte[] buffer, int count)
+        {
+            Wait();
+            _pending = Task.Run(() => destination.Write(buffer, 0, count));
+        }
+
+        /// <summary>Waits for the write in flight; rethrows its exception as is.</summary>
+        public void Wait() => _pending.GetAwaiter().GetResult();
+
+        /// <summary>For cleanup paths: waits (so buffers are not reused while written) without throwing again.</summary>
+        public void WaitQuietly()
+        {
+            try { _pending.Wait(); } catch (AggregateException) { }
         }
     }
 
