@@ -34,15 +34,43 @@ public sealed class FileTensor : Tensor
         return buffer;
     }
 
+    /// <summary>Copies the bytes in 4 MiB chunks; a larger tensor's next chunk is read while the previous one is written (in order).</summary>
     public override void WriteTo(Stream destination)
     {
-        var buffer = new byte[Math.Min(Length, 4 << 20)];
-        for (long done = 0; done < Length;)
+        const int Chunk = 4 << 20;
+        var pool = System.Buffers.ArrayPool<byte>.Shared;
+        if (Length <= Chunk)
         {
-            int n = (int)Math.Min(buffer.Length, Length - done);
-            File.ReadExactly(Offset + done, buffer.AsSpan(0, n));
-            destination.Write(buffer, 0, n);
-            done += n;
+            var one = pool.Rent((int)Length);
+            try
+            {
+                File.ReadExactly(Offset, one.AsSpan(0, (int)Length));
+                destination.Write(one, 0, (int)Length);
+            }
+            finally { pool.Return(one); }
+            return;
+        }
+        byte[] a = pool.Rent(Chunk), b = pool.Rent(Chunk);
+        Task pending = Task.CompletedTask;
+        try
+        {
+            for (long done = 0; done < Length;)
+            {
+                int n = (int)Math.Min(Chunk, Length - done);
+                File.ReadExactly(Offset + done, a.AsSpan(0, n));
+                pending.GetAwaiter().GetResult();          // the previous chunk (in b) is written
+                var full = a;
+                pending = Task.Run(() => destination.Write(full, 0, n));
+                (a, b) = (b, a);
+                done += n;
+            }
+            pending.GetAwaiter().GetResult();
+        }
+        finally
+        {
+            try { pending.Wait(); } catch (AggregateException) { }
+            pool.Return(a);
+            pool.Return(b);
         }
     }
 }

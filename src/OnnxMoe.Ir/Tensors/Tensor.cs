@@ -58,30 +58,15 @@ public abstract class Tensor
     /// <summary>Float copy of a float/f16/bf16/f64 tensor's elements.</summary>
     public float[] ToFloatArray()
     {
-        var result = new float[checked((int)ElementCount)];
-        switch (DataType)
+        if (!TensorKernels.IsConvertibleSource(DataType)) throw new InvalidOperationException($"{DataType.Name()} tensor is not floating point");
+        var result = GC.AllocateUninitializedArray<float>(checked((int)ElementCount));
+        var resultBytes = MemoryMarshal.AsBytes(result.AsSpan());
+        if (this is FileTensor file && DataType == DataType.Float)
         {
-            case DataType.Float: GetSpan<float>().CopyTo(result); break;
-            case DataType.Float16:
-                {
-                    var s = GetSpan<Half>();
-                    System.Numerics.Tensors.TensorPrimitives.ConvertToSingle(s, result);
-                    break;
-                }
-            case DataType.BFloat16:
-                {
-                    var s = GetSpan<ushort>();
-                    for (int i = 0; i < s.Length; i++) result[i] = BitConverter.Int32BitsToSingle(s[i] << 16);
-                    break;
-                }
-            case DataType.Double:
-                {
-                    var s = GetSpan<double>();
-                    for (int i = 0; i < s.Length; i++) result[i] = (float)s[i];
-                    break;
-                }
-            default: throw new InvalidOperationException($"{DataType.Name()} tensor is not floating point");
+            file.File.ReadExactly(file.Offset, resultBytes);     // straight into the result, no intermediate copy
+            return result;
         }
+        TensorKernels.Convert(GetBytes(), DataType, resultBytes, DataType.Float);
         return result;
     }
 
@@ -136,16 +121,22 @@ public sealed class StringTensor : Tensor
 }
 
 /// <summary>Tensor whose bytes are computed when first needed (e.g. quantized while the writer streams).
-/// The computation runs on each <see cref="GetBytes"/> call unless <paramref name="cache"/> is set.</summary>
+/// The computation runs on each <see cref="GetBytes"/> call unless <paramref name="cache"/> is set.
+/// An optional <paramref name="write"/> streams the same bytes straight to a stream (chunk by chunk, without
+/// materialising the whole tensor); <see cref="WriteTo"/> uses it unless the bytes are cached.</summary>
 public sealed class LazyTensor : Tensor
 {
     private readonly Func<byte[]> _compute;
+    private readonly Action<Stream>? _write;
     private readonly bool _cache;
     private byte[]? _cached;
 
-    public LazyTensor(DataType dataType, long[] shape, Func<byte[]> compute, bool cache = false) : base(dataType, shape)
+    public LazyTensor(DataType dataType, long[] shape, Func<byte[]> compute, bool cache = false) : this(dataType, shape, compute, null, cache) { }
+
+    public LazyTensor(DataType dataType, long[] shape, Func<byte[]> compute, Action<Stream>? write, bool cache = false) : base(dataType, shape)
     {
         _compute = compute;
+        _write = write;
         _cache = cache;
     }
 
@@ -159,5 +150,18 @@ public sealed class LazyTensor : Tensor
             throw new InvalidOperationException($"lazy tensor {Name} produced {bytes.Length} bytes, expected {ByteLength}");
         if (_cache) _cached = bytes;
         return bytes;
+    }
+
+    public override void WriteTo(Stream destination)
+    {
+        if (_write == null || _cache || _cached != null)
+        {
+            destination.Write(GetBytes());
+            return;
+        }
+        long start = destination.CanSeek ? destination.Position : -1;
+        _write(destination);
+        if (start >= 0 && destination.Position - start != ByteLength)
+            throw new InvalidOperationException($"lazy tensor {Name} streamed {destination.Position - start} bytes, expected {ByteLength}");
     }
 }
