@@ -1,0 +1,238 @@
+using System.Numerics.Tensors;
+using OnnxMoe.Ir;
+
+namespace OnnxMoe.Passes.Quantization;
+
+/// <summary>Scale and zero point chosen for one block; the zero point is the code that dequantizes to 0.</summary>
+public readonly record struct BlockParameters(float Scale, int ZeroPoint);
+
+/// <summary>
+/// Round-to-nearest block quantization (FACTS sections 2 and 3) and its inverse.
+/// <para>Asymmetric: the block's range [min, max] is widened to contain 0 (identical for blocks
+/// holding both signs, the norm; for one-signed blocks AWQ's formula would clamp the far end),
+/// scale = max(max - min, 1e-5) / max_code, zero = clamp(-round(min / scale), 0, max_code),
+/// code = clamp(round(w / scale) + zero, 0, max_code).</para>
+/// <para>Symmetric: zero = 2^(bits-1) (not stored), scale = max(absmax, 1e-5) / (2^(bits-1) - 1) so
+/// code - zero covers [-absmax, absmax].</para>
+/// <para>Scales are rounded up to the storage type (f16/bf16) before the codes are computed, so the
+/// codes are chosen for the scale the kernel will use and |w - w'| &lt;= scale / 2 holds with the stored
+/// scale (up to f32 rounding of w / scale). Rounding is half to even, as torch.round.</para>
+/// </summary>
+public static class BlockQuantizer
+{
+    /// <summary>Smallest range (asymmetric) or magnitude (symmetric) a block is given, so a constant block still gets a positive scale.</summary>
+    public const float MinimumRange = 1e-5f;
+
+    /// <summary>
+    /// Quantizes one block of at most <c>format.BlockSize</c> values into one code per byte of
+    /// <paramref name="codes"/> (unpacked, same length as <paramref name="values"/>). When
+    /// <paramref name="clip"/> is finite, values are first clamped to [-clip, clip] (AWQ clip search).
+    /// </summary>
+    public static BlockParameters QuantizeBlock(ReadOnlySpan<float> values, Span<byte> codes, BlockQuantFormat format,
+        DataType scaleType = DataType.Float, float clip = float.PositiveInfinity)
+    {
+        if (values.Length == 0 || values.Length > format.BlockSize)
+            throw new ArgumentException($"a block holds 1..{format.BlockSize} values, got {values.Length}");
+        if (codes.Length != values.Length) throw new ArgumentException("codes must have one byte per value");
+        if (!(clip > 0)) throw new ArgumentException($"clip {clip} must be positive");
+
+        Span<float> work = stackalloc float[values.Length];
+        if (float.IsPositiveInfinity(clip)) values.CopyTo(work);
+        else TensorPrimitives.Clamp(values, -clip, clip, work);
+
+        float scale;
+        int zero;
+        if (format.Symmetric)
+        {
+            float absMax = MathF.Abs(TensorPrimitives.MaxMagnitude(work));
+            if (!float.IsFinite(absMax)) throw new InvalidDataException("block contains a NaN or infinite weight");
+            scale = RoundScaleUp(MathF.Max(absMax, MinimumRange) / (format.DefaultZeroPoint - 1), scaleType);
+            zero = format.DefaultZeroPoint;
+        }
+        else
+        {
+            float min = MathF.Min(TensorPrimitives.Min(work), 0f);
+            float max = MathF.Max(TensorPrimitives.Max(work), 0f);
+            if (!float.IsFinite(min) || !float.IsFinite(max)) throw new InvalidDataException("block contains a NaN or infinite weight");
+            scale = RoundScaleUp(MathF.Max(max - min, MinimumRange) / format.MaxCode, scaleType);
+            zero = Math.Clamp(-(int)MathF.Round(min / scale), 0, format.MaxCode);
+        }
+
+        TensorPrimitives.Divide(work, scale, work);
+        TensorPrimitives.Round(work, work);
+        TensorPrimitives.Add(work, (float)zero, work);
+        TensorPrimitives.Clamp(work, 0f, format.MaxCode, work);
+        TensorPrimitives.ConvertToInteger<float, byte>(work, codes);
+        return new BlockParameters(scale, zero);
+    }
+
+    /// <summary>
+    /// Quantizes W given transposed as <paramref name="weightNK"/> [N, K] (one output channel per row,
+    /// the layout MatMulNBits blocks along). <paramref name="clipMax"/>, when not empty, holds one clip
+    /// value per (output channel, block): [N, k_blocks].
+    /// </summary>
+    public static QuantizedWeight Quantize(ReadOnlySpan<float> weightNK, int n, int k, BlockQuantFormat format,
+        DataType scaleType = DataType.Float, ReadOnlySpan<float> clipMax = default)
+    {
+        if (n <= 0 || k <= 0) throw new ArgumentException($"weight shape [K={k}, N={n}] must be positive");
+        if (weightNK.Length != (long)n * k) throw new ArgumentException($"weight holds {weightNK.Length} values, [N={n}, K={k}] needs {(long)n * k}");
+        int blocks = format.BlockCount(k);
+        if (!clipMax.IsEmpty && clipMax.Length != (long)n * blocks)
+            throw new ArgumentException($"clip values hold {clipMax.Length} entries, [N={n}, k_blocks={blocks}] needs {(long)n * blocks}");
+        _ = QuantizedWeight.EncodeScales([], scaleType); // rejects unsupported scale types up front
+
+        var packed = new byte[checked((long)n * blocks * format.BlockBytes)];
+        var scales = new float[(long)n * blocks];
+        int zpRow = format.ZeroPointBytesPerRow(k);
+        var zeroPoints = format.Symmetric ? null : new byte[(long)n * zpRow];
+        // Rows are independent and each writes only its own slices, so the output does not depend on scheduling.
+        unsafe
+        {
+            fixed (float* wp = weightNK)
+            fixed (float* cp = clipMax)
+            {
+                float* wPtr = wp, cPtr = cp;
+                bool clipped = !clipMax.IsEmpty;
+                ForEachRow(n, k, row =>
+                {
+                    Span<byte> codes = stackalloc byte[format.BlockSize];
+                    var w = new ReadOnlySpan<float>(wPtr + (long)row * k, k);
+                    for (int b = 0; b < blocks; b++)
+                    {
+                        int start = b * format.BlockSize;
+                        int len = Math.Min(format.BlockSize, k - start);
+                        float clip = clipped ? cPtr[(long)row * blocks + b] : float.PositiveInfinity;
+                        var p = QuantizeBlock(w.Slice(start, len), codes[..len], format, scaleType, clip);
+                        codes[len..].Fill((byte)p.ZeroPoint);
+                        scales[(long)row * blocks + b] = p.Scale;
+                        PackCodes(codes, packed.AsSpan((int)(((long)row * blocks + b) * format.BlockBytes), format.BlockBytes), format.Bits);
+                        if (zeroPoints != null) SetPacked(zeroPoints.AsSpan(row * zpRow, zpRow), b, p.ZeroPoint, format.Bits);
+                    }
+                });
+            }
+        }
+        return new QuantizedWeight(k, n, format, scaleType, packed, scales, zeroPoints);
+    }
+
+    /// <summary>Dequantizes to [N, K] (transposed graph layout).</summary>
+    public static float[] Dequantize(QuantizedWeight q)
+    {
+        var result = new float[(long)q.N * q.K];
+        int blocks = q.BlockCount, bytes = q.Format.BlockBytes, zpRow = q.Format.ZeroPointBytesPerRow(q.K);
+        ForEachRow(q.N, q.K, row =>
+        {
+            Span<byte> codes = stackalloc byte[q.Format.BlockSize];
+            Span<float> values = stackalloc float[q.Format.BlockSize];
+            for (int b = 0; b < blocks; b++)
+            {
+                int start = b * q.Format.BlockSize;
+                int len = Math.Min(q.Format.BlockSize, q.K - start);
+                UnpackCodes(q.PackedCodes.AsSpan((int)(((long)row * blocks + b) * bytes), bytes), codes, q.Format.Bits);
+                int zero = q.PackedZeroPoints == null ? q.Format.DefaultZeroPoint : GetPacked(q.PackedZeroPoints.AsSpan(row * zpRow, zpRow), b, q.Format.Bits);
+                TensorPrimitives.ConvertChecked<byte, float>(codes[..len], values[..len]);
+                TensorPrimitives.Subtract(values[..len], zero, values[..len]);
+                TensorPrimitives.Multiply(values[..len], q.Scales[(long)row * blocks + b], result.AsSpan((int)((long)row * q.K + start), len));
+            }
+        });
+        return result;
+    }
+
+    /// <summary>Dequantizes to [K, N], the graph's MatMul weight layout.</summary>
+    public static float[] DequantizeToGraphLayout(QuantizedWeight q) => Transpose(Dequantize(q), q.N, q.K);
+
+    /// <summary>
+    /// Quantize-then-dequantize of W given as [N, K] into <paramref name="destinationNK"/> (may alias the
+    /// source): the trial weight Q(W) an AWQ scale or clip search evaluates.
+    /// </summary>
+    public static void FakeQuantize(ReadOnlySpan<float> weightNK, int n, int k, BlockQuantFormat format, Span<float> destinationNK,
+        DataType scaleType = DataType.Float, ReadOnlySpan<float> clipMax = default)
+    {
+        if (destinationNK.Length != weightNK.Length) throw new ArgumentException("destination must match the weight's size");
+        Dequantize(Quantize(weightNK, n, k, format, scaleType, clipMax)).CopyTo(destinationNK);
+    }
+
+    /// <summary>Runs <paramref name="body"/> for each row, in parallel when the matrix is large enough to pay for it.</summary>
+    private static void ForEachRow(int rows, int rowLength, Action<int> body)
+    {
+        if ((long)rows * rowLength < 1 << 18) for (int r = 0; r < rows; r++) body(r);
+        else Parallel.For(0, rows, body);
+    }
+
+    /// <summary>Smallest value of <paramref name="type"/> that is &gt;= <paramref name="scale"/> (scale positive).</summary>
+    public static float RoundScaleUp(float scale, DataType type)
+    {
+        switch (type)
+        {
+            case DataType.Float:
+                return scale;
+            case DataType.Float16:
+                {
+                    var h = (Half)scale;
+                    if ((float)h < scale) h = Half.BitIncrement(h);
+                    if (Half.IsInfinity(h)) throw new InvalidDataException($"scale {scale} does not fit in f16");
+                    return (float)h;
+                }
+            case DataType.BFloat16:
+                {
+                    uint bits = BitConverter.SingleToUInt32Bits(scale);
+                    if ((bits & 0xFFFF) != 0) bits = (bits & 0xFFFF0000u) + 0x10000u;
+                    float r = BitConverter.UInt32BitsToSingle(bits);
+                    if (float.IsInfinity(r)) throw new InvalidDataException($"scale {scale} does not fit in bf16");
+                    return r;
+                }
+            default:
+                throw new ArgumentException($"scale type {type.Name()} is not supported: use f32, f16 or bf16");
+        }
+    }
+
+    /// <summary>Packs one code per byte into <paramref name="destination"/>: 4-bit low nibble first, 8-bit as is.</summary>
+    public static void PackCodes(ReadOnlySpan<byte> codes, Span<byte> destination, int bits)
+    {
+        if (bits == 8)
+        {
+            codes.CopyTo(destination);
+            return;
+        }
+        for (int j = 0; j < destination.Length; j++)
+        {
+            int lo = 2 * j < codes.Length ? codes[2 * j] : 0;
+            int hi = 2 * j + 1 < codes.Length ? codes[2 * j + 1] : 0;
+            destination[j] = (byte)(lo | (hi << 4));
+        }
+    }
+
+    /// <summary>Inverse of <see cref="PackCodes"/>: fills <paramref name="codes"/> (one per byte).</summary>
+    public static void UnpackCodes(ReadOnlySpan<byte> packed, Span<byte> codes, int bits)
+    {
+        if (bits == 8)
+        {
+            packed[..codes.Length].CopyTo(codes);
+            return;
+        }
+        for (int i = 0; i < codes.Length; i++)
+            codes[i] = (byte)((packed[i >> 1] >> ((i & 1) * 4)) & 0xF);
+    }
+
+    private static void SetPacked(Span<byte> row, int index, int value, int bits)
+    {
+        if (bits == 8)
+        {
+            row[index] = (byte)value;
+            return;
+        }
+        int shift = (index & 1) * 4;
+        row[index >> 1] = (byte)((row[index >> 1] & ~(0xF << shift)) | (value << shift));
+    }
+
+    private static int GetPacked(ReadOnlySpan<byte> row, int index, int bits) =>
+        bits == 8 ? row[index] : (row[index >> 1] >> ((index & 1) * 4)) & 0xF;
+
+    internal static float[] Transpose(float[] source, int rows, int cols)
+    {
+        var result = new float[source.LongLength];
+        for (int r = 0; r < rows; r++)
+            for (int c = 0; c < cols; c++)
+                result[(long)c * rows + r] = source[(long)r * cols + c];
+        return result;
+    }
+}
