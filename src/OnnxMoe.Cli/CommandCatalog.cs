@@ -11,6 +11,8 @@ internal static class CommandCatalog
         InspectCommand.Create(),
         ConvertCommand.Create(),
         RunCommand.Create(),
+        GenerateCommand.Create(),
+        EvalCommand.Create(),
         VersionCommand.Create(),
     ];
 }

@@ -37,8 +37,8 @@ public static class DecoderLowering
     public static LoweredModel Lower(CheckpointFolder checkpoint, DecoderSpec spec, LoweringOptions options)
     {
         if (options.WeightType is not (DataType.Float or DataType.Float16))
-            throw new ArgumentException($"--dtype must be fp32 or fp16, not {options.WeightType.Name()}");
-        if (options.Opset is < 21 or > 23) throw new ArgumentException($"opset {options.Opset} is not supported (21..23)");
+            throw new UserErrorException($"--dtype must be fp32 or fp16, not {options.WeightType.Name()}");
+        if (options.Opset is < 21 or > 23) throw new UserErrorException($"opset {options.Opset} is not supported (21..23)");
         var graph = new Graph("onnxmoe_decoder");
         var model = new Model(graph) { IrVersion = 10, ProducerName = "onnxmoe", ProducerVersion = "0.1.0" };
         model.SetOpset("", options.Opset);
@@ -324,7 +324,8 @@ public static class DecoderLowering
                 info.ExpertIdTable = table.Name;
                 expertIds = b.Gather(table, topIndices);                                          // [T,k] original expert ids
             }
-            var acc = b.ConstantOfShape(b.Shape(flat), GraphBuilder.FloatTensor(dt, [1], [0f]));
+            // The scatter-add accumulator is f32 (ORT CPU has no f16 ScatterND add, and f32 sums are more accurate).
+            var acc = b.ConstantOfShape(b.Shape(flat), GraphBuilder.FloatTensor(DataType.Float, [1], [0f]));
             info.AccumulatorInit = acc.Producer!.Name;
             for (int e = 0; e < E; e++)
             {
@@ -337,8 +338,9 @@ public static class DecoderLowering
                 var xs = b.Gather(flat, tokens);                                                  // [n,H]
                 var y = SwiGlu(xs, p => fam.ExpertWeight(i, e, p), moe.IntermediateSize);         // [n,H]
                 var yw = b.Mul(y, b.Unsqueeze(b.Gather(tokenWeight, tokens), 1));
-                acc = b.ScatterND(acc, b.Unsqueeze(tokens, 1), yw, "add");
+                acc = b.ScatterND(acc, b.Unsqueeze(tokens, 1), b.Cast(yw, DataType.Float), "add");
             }
+            acc = b.Cast(acc, dt);
             if (moe.Shared is { } shared)
             {
                 info.SharedExpert = new SharedExpertStructure { IntermediateSize = shared.IntermediateSize, Count = shared.Count, Gated = shared.Gated };

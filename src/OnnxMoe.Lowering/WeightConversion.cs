@@ -33,8 +33,14 @@ public static class WeightConversion
         {
             var f = source.ToFloatArray();
             var bytes = new byte[target.ByteCount(f.LongLength)];
-            if (target == DataType.Float) Transpose<float>(f, MemoryMarshal.Cast<byte, float>(bytes.AsSpan()), rows, cols, x => x);
-            else Transpose<Half>(f, MemoryMarshal.Cast<byte, Half>(bytes.AsSpan()), rows, cols, x => (Half)x);
+            if (target == DataType.Float) Transpose(f, MemoryMarshal.Cast<byte, float>(bytes.AsSpan()), rows, cols);
+            else
+            {
+                // Convert in place first (f32 -> f16 bits, vectorised), then transpose the 16-bit elements.
+                var halves = new Half[f.Length];
+                System.Numerics.Tensors.TensorPrimitives.ConvertToHalf(f, halves);
+                Transpose<Half>(halves, MemoryMarshal.Cast<byte, Half>(bytes.AsSpan()), rows, cols);
+            }
             return bytes;
         }) { Name = source.Name };
     }
@@ -75,8 +81,8 @@ public static class WeightConversion
         return bytes;
     }
 
-    /// <summary>dst[j, i] = convert(src[i, j]) for src [rows, cols], in cache-friendly tiles.</summary>
-    private static void Transpose<T>(ReadOnlySpan<float> src, Span<T> dst, int rows, int cols, Func<float, T> convert)
+    /// <summary>dst[j, i] = src[i, j] for src [rows, cols], in cache-friendly tiles.</summary>
+    private static void Transpose<T>(ReadOnlySpan<T> src, Span<T> dst, int rows, int cols)
     {
         const int Tile = 32;
         for (int i0 = 0; i0 < rows; i0 += Tile)
@@ -88,7 +94,7 @@ public static class WeightConversion
                 for (int i = i0; i < i1; i++)
                 {
                     int rowBase = i * cols;
-                    for (int j = j0; j < j1; j++) dst[j * rows + i] = convert(src[rowBase + j]);
+                    for (int j = j0; j < j1; j++) dst[j * rows + i] = src[rowBase + j];
                 }
             }
         }

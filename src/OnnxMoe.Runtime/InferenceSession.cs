@@ -109,6 +109,7 @@ public sealed class InferenceSession : IDisposable
         finally
         {
             foreach (var h in refs) h.DangerousRelease();
+            GC.KeepAlive(given); // the values (and the managed memory they pin) must outlive the native call
         }
         return new RunResult(names.ToArray(), Array.ConvertAll(outputHandles, OrtValue.Own));
     }

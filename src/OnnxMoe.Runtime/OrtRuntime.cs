@@ -4,7 +4,7 @@ namespace OnnxMoe.Runtime;
 
 /// <summary>
 /// The loaded ONNX Runtime: version, where the library came from, and the process-wide
-/// environment (log level warning) every session is created in. First use loads the library and
+/// environment (log level error unless ONNXMOE_ORT_LOG_LEVEL says otherwise) every session is created in. First use loads the library and
 /// throws <see cref="OrtLibraryException"/> when it is missing (naming ONNXMOE_ORT_LIBRARY and the build fetch).
 /// </summary>
 public static class OrtRuntime
@@ -12,14 +12,25 @@ public static class OrtRuntime
     /// <summary>Environment variable that, when set, names the libonnxruntime to load instead of the bundled one.</summary>
     public const string LibraryPathVariable = OrtLibrary.PathVariable;
 
-    private const int LogLevelWarning = 2;          // ORT_LOGGING_LEVEL_WARNING
+    /// <summary>Environment variable choosing ORT's log level: verbose, info, warning, error (default) or fatal.</summary>
+    public const string LogLevelVariable = "ONNXMOE_ORT_LOG_LEVEL";
     private const int OrtArenaAllocator = 1;        // OrtAllocatorType
     private const int OrtMemTypeDefault = 0;        // OrtMemType
 
     private static readonly Lazy<OrtEnvHandle> s_env =
-        new(() => OrtApi.CreateEnv(LogLevelWarning, "onnxmoe"), LazyThreadSafetyMode.ExecutionAndPublication);
+        new(() => OrtApi.CreateEnv(LogLevelFromEnvironment(), "onnxmoe"), LazyThreadSafetyMode.ExecutionAndPublication);
     private static readonly Lazy<OrtMemoryInfoHandle> s_cpuMemory =
         new(() => OrtApi.CreateCpuMemoryInfo(OrtArenaAllocator, OrtMemTypeDefault), LazyThreadSafetyMode.ExecutionAndPublication);
+
+    // ORT's warnings (legacy opsets, optimizer notes) drown our own output; errors still reach the user as exceptions.
+    private static int LogLevelFromEnvironment() => System.Environment.GetEnvironmentVariable(LogLevelVariable)?.Trim().ToLowerInvariant() switch
+    {
+        "verbose" => 0,
+        "info" => 1,
+        "warning" => 2,
+        "fatal" => 4,
+        _ => 3,
+    };
 
     /// <summary>ORT's version string, e.g. "1.30.0".</summary>
     public static string Version => OrtLibrary.Version;

@@ -15,11 +15,11 @@ namespace OnnxMoe.Runtime;
 public sealed class OrtValue : IDisposable
 {
     private readonly OrtValueHandle _handle;
-    private MemoryHandle _pin;
+    private readonly ManagedPin? _pin;
     private long[]? _shape;
     private DataType? _elementType;
 
-    private OrtValue(OrtValueHandle handle, MemoryHandle pin = default)
+    private OrtValue(OrtValueHandle handle, ManagedPin? pin = null)
     {
         _handle = handle;
         _pin = pin;
@@ -53,7 +53,7 @@ public sealed class OrtValue : IDisposable
         try
         {
             var handle = OrtApi.CreateTensorWithData(OrtRuntime.CpuMemoryInfo, pin.Pointer, byteLength, shape, (int)elementType);
-            return new OrtValue(handle, pin);
+            return new OrtValue(handle, new ManagedPin(pin));
         }
         catch
         {
@@ -175,8 +175,7 @@ public sealed class OrtValue : IDisposable
     public void Dispose()
     {
         _handle.Dispose();
-        _pin.Dispose();
-        _pin = default;
+        _pin?.Dispose();
     }
 
     private void ReadTypeAndShape()
@@ -201,6 +200,22 @@ public sealed class OrtValue : IDisposable
         long needed = elementType.ByteCount(elements);
         if (byteLength is long given && given != needed)
             throw new ArgumentException($"a {elementType.Name()}[{string.Join(",", shape.ToArray())}] tensor needs {needed} bytes, the data has {given}");
+    }
+
+    /// <summary>Keeps managed memory pinned for a value; if the value is never disposed, the finalizer unpins it
+    /// (ordinary finalizers run before SafeHandle ones, and ORT's ReleaseValue never reads the buffer).</summary>
+    private sealed class ManagedPin(MemoryHandle pin) : IDisposable
+    {
+        private MemoryHandle _pin = pin;
+
+        ~ManagedPin() => _pin.Dispose();
+
+        public void Dispose()
+        {
+            _pin.Dispose();
+            _pin = default;
+            GC.SuppressFinalize(this);
+        }
     }
 
     internal static DataType ElementTypeOf<T>() where T : unmanaged =>

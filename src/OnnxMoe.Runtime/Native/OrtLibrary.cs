@@ -58,26 +58,26 @@ internal static unsafe class OrtLibrary
 
     private static string Resolve()
     {
-        string? fromEnv = Environment.GetEnvironmentVariable(PathVariable);
-        if (!string.IsNullOrEmpty(fromEnv))
-        {
-            if (!File.Exists(fromEnv))
-                throw new OrtLibraryException($"{PathVariable}={fromEnv} names no file; point it at a libonnxruntime shared library or unset it to use the bundled {BundledFileName}");
-            return System.IO.Path.GetFullPath(fromEnv);
-        }
-
         var candidates = new List<string> { System.IO.Path.Combine(AppContext.BaseDirectory, BundledFileName) };
         string? assemblyDir = System.IO.Path.GetDirectoryName(typeof(OrtLibrary).Assembly.Location);
-        if (!string.IsNullOrEmpty(assemblyDir))
+        if (!string.IsNullOrEmpty(assemblyDir)) candidates.Add(System.IO.Path.Combine(assemblyDir, BundledFileName));
+        return Resolve(Environment.GetEnvironmentVariable(PathVariable), candidates);
+    }
+
+    /// <summary>The library to load: <paramref name="fromEnvironment"/> when set, else the first existing candidate.</summary>
+    internal static string Resolve(string? fromEnvironment, IReadOnlyList<string> candidates)
+    {
+        if (!string.IsNullOrEmpty(fromEnvironment))
         {
-            string besideAssembly = System.IO.Path.Combine(assemblyDir, BundledFileName);
-            if (!candidates.Contains(besideAssembly)) candidates.Add(besideAssembly);
+            if (!File.Exists(fromEnvironment))
+                throw new OrtLibraryException($"{PathVariable}={fromEnvironment} names no file; point it at a libonnxruntime shared library or unset it to use the bundled {BundledFileName}");
+            return System.IO.Path.GetFullPath(fromEnvironment);
         }
         foreach (var c in candidates)
             if (File.Exists(c)) return c;
 
         throw new OrtLibraryException(
-            $"ONNX Runtime library not found (looked for {string.Join(", ", candidates)}). Either set {PathVariable} to the path of a " +
+            $"ONNX Runtime library not found (looked for {string.Join(", ", candidates.Distinct())}). Either set {PathVariable} to the path of a " +
             $"libonnxruntime shared library (for example the lib/libonnxruntime.so of a CUDA build), or build onnxmoe with `dotnet build`, " +
             $"which fetches {BundledFileName} of the npm package onnxruntime-node 1.30.0 into ~/.cache/onnxmoe/ort and copies it next to the binaries.");
     }

@@ -80,6 +80,17 @@ public class MatMulNBitsOrtTests : IDisposable
                 Assert.True(Math.Abs(actual[i * n + j] - expected[i * n + j]) <= bound,
                     $"y[{i},{j}]: MatMulNBits {actual[i * n + j]}, MatMul {expected[i * n + j]}, bound {bound}");
                 Assert.True(Math.Abs(actual[i * n + j] - exact) <= bound, $"y[{i},{j}]: MatMulNBits {actual[i * n + j]}, exact {exact}");
+
+                // And against the original float weight: each w' is within half its block's scale of w.
+                double original = 0, quantBound = bound;
+                int blocks = (k + blockSize - 1) / blockSize;
+                for (int kk = 0; kk < k; kk++)
+                {
+                    original += (double)x[i * k + kk] * w[kk * n + j];
+                    quantBound += Math.Abs(x[i * k + kk]) * (scales[j * blocks + kk / blockSize] / 2 * (1 + 1e-6) + 1e-6 * Math.Abs(w[kk * n + j]));
+                }
+                Assert.True(Math.Abs(actual[i * n + j] - original) <= quantBound,
+                    $"y[{i},{j}]: MatMulNBits {actual[i * n + j]}, float MatMul {original}, quantization bound {quantBound}");
             }
     }
 

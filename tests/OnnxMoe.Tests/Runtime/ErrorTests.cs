@@ -111,3 +111,29 @@ public class ErrorTests
         Assert.Throws<ObjectDisposedException>(() => session.Run([new("x", v), new("y", v)]));
     }
 }
+
+public class LibraryResolutionTests
+{
+    [Fact]
+    public void Environment_variable_wins_over_the_bundled_library()
+    {
+        using var folder = new TinyOnnx.TempFolder();
+        string custom = folder.Write("libonnxruntime.so", [0]);
+        string bundled = folder.Write("libonnxruntime.so.1", [0]);
+        Assert.Equal(custom, OnnxMoe.Runtime.Native.OrtLibrary.Resolve(custom, [bundled]));
+        Assert.Equal(bundled, OnnxMoe.Runtime.Native.OrtLibrary.Resolve(null, [Path.Combine(folder.Path, "absent"), bundled]));
+        Assert.Equal(bundled, OnnxMoe.Runtime.Native.OrtLibrary.Resolve("", [bundled]));
+    }
+
+    [Fact]
+    public void Missing_library_names_both_ways_to_provide_it()
+    {
+        var e = Assert.Throws<OrtLibraryException>(() => OnnxMoe.Runtime.Native.OrtLibrary.Resolve(null, ["/nowhere/libonnxruntime.so.1"]));
+        Assert.Contains("/nowhere/libonnxruntime.so.1", e.Message);
+        Assert.Contains("ONNXMOE_ORT_LIBRARY", e.Message);
+        Assert.Contains("dotnet build", e.Message);
+        Assert.Contains("onnxruntime-node", e.Message);
+        var bad = Assert.Throws<OrtLibraryException>(() => OnnxMoe.Runtime.Native.OrtLibrary.Resolve("/nowhere/libort.so", []));
+        Assert.Contains("ONNXMOE_ORT_LIBRARY=/nowhere/libort.so names no file", bad.Message);
+    }
+}

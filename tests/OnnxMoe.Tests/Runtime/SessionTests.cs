@@ -217,4 +217,17 @@ public class SessionTests
         Assert.Single(result);
         Assert.Throws<KeyNotFoundException>(() => result["nope"]);
     }
+
+    [Fact]
+    public void Cancelled_token_stops_the_run()
+    {
+        using var session = new InferenceSession(CorpusModel("test_add"));
+        using var x = OrtValue.CreateCopy<float>(new float[60], [3, 4, 5]);
+        using var cancelled = new CancellationTokenSource();
+        cancelled.Cancel();
+        Assert.ThrowsAny<OperationCanceledException>(() => session.Run([new("x", x), new("y", x)], cancellationToken: cancelled.Token));
+        using var live = new CancellationTokenSource();
+        using var result = session.Run([new("x", x), new("y", x)], cancellationToken: live.Token); // run options path without cancellation
+        Assert.Equal(60, result[0].ElementCount);
+    }
 }
