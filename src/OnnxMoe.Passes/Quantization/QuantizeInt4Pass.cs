@@ -62,10 +62,20 @@ public sealed class QuantizeInt4Pass : Pass
             var awq = context.TryGet<IAwqCalibration>(out var service) ? service
                 : throw new PassException(Name, "method=awq needs calibration data (compile with calibration settings: a calibration text and the model's tokenizer)");
             int existing = model.Graph.Nodes.Count(n => n.Domain == QuantizeInt4Rewrite.MicrosoftDomain && n.OpType == QuantizeInt4Rewrite.OpType);
-            if (existing > 0 && !model.Graph.Nodes.Any(n => n.OpType == "MatMul" && new LinearLayerSelector(options.Targets, options.Exclude).IsTarget(n.Name)))
+            var selector = new LinearLayerSelector(options.Targets, options.Exclude);
+            var initializers = new HashSet<Value>(model.Graph.Initializers, ReferenceEqualityComparer.Instance);
+            if (existing > 0 && !model.Graph.Nodes.Any(n => n.OpType == "MatMul" && selector.IsTarget(n.Name) && n.Inputs.Count == 2 && n.Inputs[1] is { } w && initializers.Contains(w)))
                 throw new PassException(Name, $"model is already quantized: it has {existing} MatMulNBits nodes and no target MatMul left");
             var search = new AwqSearchSettings(Options.GetInt("grid"), Options.GetBool("duo-scaling"), Options.GetBool("clip"));
-            var scaling = awq.Calibrate(model, options, search, context);
+            IReadOnlyDictionary<string, AwqWeightScaling> scaling;
+            try
+            {
+                scaling = awq.Calibrate(model, options, search, context);
+            }
+            catch (UserErrorException e) when (e is not PassException)
+            {
+                throw new PassException(Name, e.Message);
+            }
             options = options with { AwqScaling = scaling };
         }
         QuantizeInt4Result result;
