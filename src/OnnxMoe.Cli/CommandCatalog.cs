@@ -8,11 +8,16 @@ internal static class CommandCatalog
 {
     public static IEnumerable<Command> All() =>
     [
-        InspectCommand.Create(),
-        ConvertCommand.Create(),
-        RunCommand.Create(),
+        CompileCommand.Create(),
         GenerateCommand.Create(),
         EvalCommand.Create(),
+        DiffCommand.Create(),
+        InspectCommand.Create(),
+        RecipesCommand.Create(),
+        PassesCommand.Create(),
+        ConvertCommand.Create(),
+        SynthCommand.Create(),
+        RunCommand.Create(),
         VersionCommand.Create(),
     ];
 }

@@ -63,10 +63,12 @@ class SafetensorsTests(unittest.TestCase):
 
 
 class ReferenceForwardTests(unittest.TestCase):
-    def test_family_goldens_reproduce(self):
-        for family in sorted(os.listdir(FAMILIES_DIR)):
-            folder = os.path.join(FAMILIES_DIR, family)
-            if not os.path.isdir(folder):
+    def test_family_and_trained_goldens_reproduce(self):
+        folders = [os.path.join(FAMILIES_DIR, f) for f in sorted(os.listdir(FAMILIES_DIR))]
+        folders += [os.path.join(ROOT, "models", m) for m in ("tiny-mixtral", "tiny-deepseek")]
+        for folder in folders:
+            family = os.path.basename(folder)
+            if not os.path.exists(os.path.join(folder, "golden.safetensors")):
                 continue
             model = load_pretrained(folder)
             golden = st.load_file(os.path.join(folder, "golden.safetensors"))

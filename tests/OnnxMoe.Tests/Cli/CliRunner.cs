@@ -1,0 +1,59 @@
+using System.Diagnostics;
+
+namespace OnnxMoe.Tests.Cli;
+
+/// <summary>Runs the real `onnxmoe` CLI (the onnxmoe.dll copied next to the tests) in a child process.</summary>
+internal static class CliRunner
+{
+    public sealed record Result(int ExitCode, string Stdout, string Stderr)
+    {
+        public override string ToString() => $"exit {ExitCode}\nstdout:\n{Stdout}\nstderr:\n{Stderr}";
+    }
+
+    public static string RepoRoot { get; } = FindRepoRoot();
+
+    public static Result Run(params string[] args) => RunIn(RepoRoot, args);
+
+    public static Result RunIn(string workingDirectory, params string[] args)
+    {
+        string dll = Path.Combine(AppContext.BaseDirectory, "onnxmoe.dll");
+        var psi = new ProcessStartInfo("dotnet")
+        {
+            WorkingDirectory = workingDirectory,
+            RedirectStandardOutput = true,
+            RedirectStandardError = true,
+            UseShellExecute = false,
+        };
+        psi.ArgumentList.Add(dll);
+        foreach (var a in args) psi.ArgumentList.Add(a);
+        psi.Environment["NO_COLOR"] = "1";
+        using var p = Process.Start(psi)!;
+        var stdout = p.StandardOutput.ReadToEndAsync();
+        var stderr = p.StandardError.ReadToEndAsync();
+        if (!p.WaitForExit(TimeSpan.FromMinutes(5)))
+        {
+            p.Kill(entireProcessTree: true);
+            throw new TimeoutException($"onnxmoe {string.Join(" ", args)} did not finish in 5 minutes");
+        }
+        return new Result(p.ExitCode, stdout.Result, stderr.Result);
+    }
+
+    private static string FindRepoRoot()
+    {
+        for (var dir = new DirectoryInfo(AppContext.BaseDirectory); dir != null; dir = dir.Parent)
+            if (File.Exists(Path.Combine(dir.FullName, "OnnxMoe.sln"))) return dir.FullName;
+        throw new InvalidOperationException("cannot find the repository root (OnnxMoe.sln) above " + AppContext.BaseDirectory);
+    }
+}
+
+/// <summary>A temporary folder deleted at the end of a test.</summary>
+internal sealed class TempFolder : IDisposable
+{
+    public TempFolder() => Path = Directory.CreateTempSubdirectory("onnxmoe-cli-").FullName;
+    public string Path { get; }
+    public string this[string relative] => System.IO.Path.Combine(Path, relative);
+    public void Dispose()
+    {
+        try { Directory.Delete(Path, recursive: true); } catch (IOException) { }
+    }
+}
