@@ -37,7 +37,8 @@ public sealed record BenchOptions
 
 /// <summary>
 /// One model's measurements.
-/// <para>Memory: before the model is opened the managed heap is collected and the kernel's peak RSS
+/// <para>Memory: before the model is opened the managed heap is collected, memory freed by earlier
+/// sessions is returned to the kernel (glibc malloc_trim), and the kernel's peak RSS
 /// (VmHWM) is reset to the current RSS (/proc/self/clear_refs = 5); <see cref="PeakRssBytes"/> is the
 /// peak RSS of the process while the model was loaded and run, <see cref="PeakRssDeltaBytes"/> that
 /// peak minus the RSS just before loading (what this model cost: weights, ORT arenas, KV cache).
@@ -156,9 +157,7 @@ public sealed class BenchRunner
     /// <summary>Measures one folder (see <see cref="BenchModelResult"/>).</summary>
     public BenchModelResult Measure(ModelFolder folder, string name)
     {
-        GC.Collect();
-        GC.WaitForPendingFinalizers();
-        GC.Collect();
+        ReleaseFreedMemory();
         bool isolated = PeakMemory.TryResetPeak();
         long before = PeakMemory.ResidentBytes;
         var load = Stopwatch.StartNew();
@@ -212,6 +211,23 @@ public sealed class BenchRunner
         }
         return (prefill, times);
     }
+
+    /// <summary>
+    /// Collects the managed heap and hands memory freed by an earlier session back to the kernel
+    /// (glibc malloc_trim), so the RSS before the next model is what is really in use and its delta is
+    /// not hidden by reuse of the previous model's freed pages.
+    /// </summary>
+    private static void ReleaseFreedMemory()
+    {
+        GC.Collect();
+        GC.WaitForPendingFinalizers();
+        GC.Collect();
+        try { MallocTrim(0); }
+        catch (Exception e) when (e is DllNotFoundException or EntryPointNotFoundException) { }   // not glibc: nothing to trim
+    }
+
+    [System.Runtime.InteropServices.DllImport("libc", EntryPoint = "malloc_trim")]
+    private static extern int MallocTrim(nuint pad);
 
     private static long[] Ones(int n)
     {

@@ -113,7 +113,7 @@ public class PipelineTests
               norm: bool = true  use norm
             """.ReplaceLineEndings("\n"), help);
         Assert.Contains("alias of: remove-unused,dedupe-constants,topo-sort", _registry.Find("cleanup")!.Describe());
-        Assert.Equal(["cleanup", "dedupe-constants", "remove-unused", "topo-sort"], PassRegistry.CreateDefault().Names);
+        Assert.Equal(["cleanup", "dedupe-constants", "quantize-int4", "remove-unused", "topo-sort"], PassRegistry.CreateDefault().Names);
     }
 
     [Fact]

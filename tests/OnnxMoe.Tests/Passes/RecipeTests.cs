@@ -15,7 +15,10 @@ public class RecipeTests
     private static PassRegistry Registry()
     {
         var r = PassRegistry.CreateDefault();
-        void Add(PassInfo info) => r.Register(info, o => new StubPass(o));
+        void Add(PassInfo info)
+        {
+            if (r.Find(info.Name) == null) r.Register(info, o => new StubPass(o));   // a real pass, once merged, wins
+        }
         Add(new PassInfo("prune-experts", "stub", PassOption.Count("keep", null, ""), PassOption.String("mode", "layerwise", "", "layerwise", "global"),
             PassOption.PairList("experts", "")));
         Add(new PassInfo("drop-moe-layers", "stub", PassOption.IntList("layers", ""), PassOption.Count("n", null, ""), PassOption.Bool("norm", true, "")));
@@ -23,6 +26,7 @@ public class RecipeTests
             PassOption.String("mode", "discrete", "", "discrete", "consecutive")));
         Add(new PassInfo("quantize-int4", "stub", PassOption.String("method", "rtn", "", "rtn", "awq"), PassOption.Int("block-size", 128, ""),
             PassOption.Float("ratio", null, "")));
+        Add(new PassInfo("float-stub", "stub", PassOption.Float("ratio", null, "")));
         return r;
     }
 
@@ -62,7 +66,7 @@ public class RecipeTests
     public void A_built_in_recipe_whose_pass_is_missing_fails_clearly()
     {
         var e = Assert.Throws<RecipeException>(() => BuiltinRecipes.Load("block-drop-awq", PassRegistry.CreateDefault()));
-        Assert.Equal("built-in recipe block-drop-awq:7:5: unknown pass 'drop-blocks' (known passes: cleanup, dedupe-constants, remove-unused, topo-sort)", e.Message);
+        Assert.Equal("built-in recipe block-drop-awq:7:5: unknown pass 'drop-blocks' (known passes: cleanup, dedupe-constants, quantize-int4, remove-unused, topo-sort)", e.Message);
         Assert.IsAssignableFrom<UserErrorException>(e);
     }
 
@@ -139,7 +143,7 @@ public class RecipeTests
     {
         var registry = Registry();
         var r = new Recipe("odd", "quotes \" and: colons\nnew line", new CalibrationSettings(1, 2, "C:\\x y.txt"),
-            PassPipeline.Parse("quantize-int4{ratio=0.1,block-size=64},drop-blocks{blocks=[]}", registry));
+            PassPipeline.Parse("float-stub{ratio=0.1},quantize-int4{block-size=64},drop-blocks{blocks=[]}", registry));
         var back = RecipeLoader.Parse(r.ToYaml(), "odd.yaml", registry);
         Assert.Equal(r.Pipeline, back.Pipeline);
         Assert.Equal(r.Description, back.Description);

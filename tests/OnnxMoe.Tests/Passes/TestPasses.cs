@@ -79,7 +79,13 @@ internal static class TestGraphs
 {
     public static PassRegistry Registry()
     {
-        var r = PassRegistry.CreateDefault();
+        // The real cleanup passes plus stand-ins; real passes of the same names (quantize-int4, drop-blocks) are left out on purpose.
+        var r = new PassRegistry();
+        r.Register<OnnxMoe.Passes.Cleanup.RemoveUnusedPass>();
+        r.Register<OnnxMoe.Passes.Cleanup.DedupeConstantsPass>();
+        r.Register<OnnxMoe.Passes.Cleanup.TopoSortPass>();
+        r.RegisterAlias("cleanup", "Removes dead nodes and unused initializers, deduplicates constants, sorts topologically.",
+            "remove-unused,dedupe-constants,topo-sort");
         r.Register<FakeDropBlocks>();
         r.Register<FakeQuantize>();
         r.Register<AppendIdentity>();
