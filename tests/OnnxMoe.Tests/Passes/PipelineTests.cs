@@ -113,7 +113,7 @@ public class PipelineTests
               norm: bool = true  use norm
             """.ReplaceLineEndings("\n"), help);
         Assert.Contains("alias of: remove-unused,dedupe-constants,topo-sort", _registry.Find("cleanup")!.Describe());
-        Assert.All(new[] { "cleanup", "dedupe-constants", "remove-unused", "topo-sort" }, n => Assert.Contains(n, PassRegistry.CreateDefault().Names));
+        Assert.All(new[] { "cleanup", "dedupe-constants", "remove-unused", "topo-sort", "quantize-int4", "drop-blocks", "drop-moe-layers", "prune-experts" }, n => Assert.Contains(n, PassRegistry.CreateDefault().Names));
     }
 
     [Fact]

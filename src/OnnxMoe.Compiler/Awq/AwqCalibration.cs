@@ -1,0 +1,45 @@
+using OnnxMoe.Compiler.Recipes;
+using OnnxMoe.Ir;
+using OnnxMoe.Passes;
+using OnnxMoe.Passes.Quantization;
+
+namespace OnnxMoe.Compiler.Awq;
+
+/// <summary>
+/// The <see cref="IAwqCalibration"/> service a compile puts into its <see cref="PassContext"/> so that
+/// <c>quantize-int4{method=awq,...}</c> runs the <see cref="AwqCalibrator"/>. The pass's own options
+/// (grid, duo scaling, clip) override <see cref="BaseOptions"/>. The last run's result is kept in
+/// <see cref="LastResult"/> for reports.
+/// </summary>
+public sealed class AwqCalibration : IAwqCalibration
+{
+    public AwqCalibration(AwqOptions baseOptions, Action<AwqProgress>? progress = null)
+    {
+        BaseOptions = baseOptions;
+        Progress = progress;
+    }
+
+    public AwqOptions BaseOptions { get; }
+    public Action<AwqProgress>? Progress { get; }
+    public AwqResult? LastResult { get; private set; }
+
+    /// <summary>Calibration from a recipe's settings (text "default" = models/data/kjv-calibration.txt) and the model's tokenizer.json.</summary>
+    public static AwqCalibration FromSettings(CalibrationSettings settings, string tokenizerPath, Action<AwqProgress>? progress = null) =>
+        new(new AwqOptions
+        {
+            Samples = settings.Samples,
+            SequenceLength = settings.SeqLen,
+            TokenizerPath = tokenizerPath,
+            CalibrationTextPath = settings.Text == CalibrationSettings.DefaultText ? new AwqOptions().CalibrationTextPath : settings.Text,
+        }, progress);
+
+    public IReadOnlyDictionary<string, AwqWeightScaling> Calibrate(Model model, QuantizeInt4Options options, AwqSearchSettings search, PassContext context)
+    {
+        var o = BaseOptions with { GridPoints = search.GridPoints, DuoScaling = search.DuoScaling, ClipSearch = search.ClipSearch };
+        var result = new AwqCalibrator(o, Progress, context.Info).Run(model, options, context.CancellationToken);
+        foreach (var g in result.Groups)
+            context.Info($"awq: {g.Name}: ratio {g.Ratio:0.00}, loss {g.RtnLoss:G4} -> {g.BestLoss:G4}");
+        LastResult = result;
+        return result.Scaling;
+    }
+}

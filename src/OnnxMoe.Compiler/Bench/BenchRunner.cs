@@ -1,0 +1,263 @@
+using System.Diagnostics;
+using System.Globalization;
+using System.Text;
+using System.Text.Json;
+using System.Text.Json.Serialization;
+using OnnxMoe.Inference.Generation;
+using OnnxMoe.Inference.Models;
+using OnnxMoe.Ir;
+using OnnxMoe.Runtime;
+
+namespace OnnxMoe.Compiler.Bench;
+
+/// <summary>Settings of a benchmark run (the paper's protocol: batch 1, decode = 1 / median time per generated token).</summary>
+public sealed record BenchOptions
+{
+    /// <summary>Prompt tokens per sequence for the prefill measurement.</summary>
+    public int PromptLength { get; init; } = 128;
+    /// <summary>Tokens generated one at a time with the KV cache after the prefill.</summary>
+    public int GenerateTokens { get; init; } = 64;
+    public int Batch { get; init; } = 1;
+    /// <summary>Measured repeats of (prefill + decode); medians are over all of them.</summary>
+    public int Repeats { get; init; } = 3;
+    /// <summary>Unmeasured (prefill + decode) runs before the repeats (arena growth, first-run kernel selection).</summary>
+    public int WarmupRuns { get; init; } = 1;
+    /// <summary>Threads and device of the sessions; null = ORT defaults on CPU.</summary>
+    public SessionConfig? Session { get; init; }
+
+    public void Validate()
+    {
+        if (PromptLength < 1) throw new UserErrorException($"--prompt-len must be at least 1, got {PromptLength}");
+        if (GenerateTokens < 1) throw new UserErrorException($"--gen must be at least 1, got {GenerateTokens}");
+        if (Batch < 1) throw new UserErrorException($"--batch must be at least 1, got {Batch}");
+        if (Repeats < 1) throw new UserErrorException($"--repeat must be at least 1, got {Repeats}");
+        if (WarmupRuns < 0) throw new UserErrorException($"warm-up runs must be 0 or more, got {WarmupRuns}");
+    }
+}
+
+/// <summary>
+/// One model's measurements.
+/// <para>Memory: before the model is opened the managed heap is collected, memory freed by earlier
+/// sessions is returned to the kernel (glibc malloc_trim), and the kernel's peak RSS
+/// (VmHWM) is reset to the current RSS (/proc/self/clear_refs = 5); <see cref="PeakRssBytes"/> is the
+/// peak RSS of the process while the model was loaded and run, <see cref="PeakRssDeltaBytes"/> that
+/// peak minus the RSS just before loading (what this model cost: weights, ORT arenas, KV cache).
+/// Where the reset is refused <see cref="PeakIsolated"/> is false and the peak may belong to an
+/// earlier model: run one model per process (e.g. one <c>onnxmoe bench</c> per folder) then.</para>
+/// </summary>
+public sealed record BenchModelResult(
+    string Model,
+    string Directory,
+    long ModelFileBytes,
+    int PromptLength,
+    int GenerateTokens,
+    int Batch,
+    int Repeats,
+    double PrefillMedianMs,
+    double PrefillTokensPerSecond,
+    double DecodeMedianMsPerToken,
+    double DecodeTokensPerSecond,
+    long PeakRssBytes,
+    long PeakRssDeltaBytes,
+    bool PeakIsolated,
+    double LoadSeconds);
+
+/// <summary>A result with ratios against the baseline (the first model): speedups (higher is better) and size/memory ratios (lower is better).</summary>
+public sealed record BenchRow(BenchModelResult Result, double PrefillSpeedup, double DecodeSpeedup, double MemoryRatio, double FileSizeRatio);
+
+/// <summary>All models of one run, the first being the baseline.</summary>
+public sealed class BenchReport
+{
+    public BenchReport(BenchOptions options, IReadOnlyList<BenchModelResult> results, string runtime)
+    {
+        Options = options;
+        Runtime = runtime;
+        var b = results[0];
+        Rows = results.Select(r => new BenchRow(r,
+            r.PrefillTokensPerSecond / b.PrefillTokensPerSecond,
+            r.DecodeTokensPerSecond / b.DecodeTokensPerSecond,
+            b.PeakRssDeltaBytes > 0 ? (double)r.PeakRssDeltaBytes / b.PeakRssDeltaBytes : double.NaN,
+            (double)r.ModelFileBytes / b.ModelFileBytes)).ToList();
+    }
+
+    public BenchOptions Options { get; }
+    /// <summary>e.g. "ONNX Runtime 1.23.2, CPU".</summary>
+    public string Runtime { get; }
+    public IReadOnlyList<BenchRow> Rows { get; }
+
+    /// <summary>Fixed-width table, one line per model, ratios against the first.</summary>
+    public string ToTable()
+    {
+        var inv = CultureInfo.InvariantCulture;
+        var header = new[] { "model", "file MB", "prefill tok/s", "decode tok/s", "ms/token", "peak RSS MB", "prefill x", "decode x", "memory x", "size x" };
+        var lines = Rows.Select(r => new[]
+        {
+            r.Result.Model,
+            (r.Result.ModelFileBytes / 1e6).ToString("F1", inv),
+            r.Result.PrefillTokensPerSecond.ToString("F1", inv),
+            r.Result.DecodeTokensPerSecond.ToString("F2", inv),
+            r.Result.DecodeMedianMsPerToken.ToString("F2", inv),
+            (r.Result.PeakRssDeltaBytes / 1e6).ToString("F0", inv) + (r.Result.PeakIsolated ? "" : "*"),
+            r.PrefillSpeedup.ToString("F2", inv),
+            r.DecodeSpeedup.ToString("F2", inv),
+            r.MemoryRatio.ToString("F2", inv),
+            r.FileSizeRatio.ToString("F2", inv),
+        }).ToList();
+        var widths = header.Select((h, i) => Math.Max(h.Length, lines.Count == 0 ? 0 : lines.Max(l => l[i].Length))).ToArray();
+        var sb = new StringBuilder();
+        sb.Append(string.Join("  ", header.Select((h, i) => i == 0 ? h.PadRight(widths[i]) : h.PadLeft(widths[i])))).Append('\n');
+        foreach (var l in lines) sb.Append(string.Join("  ", l.Select((c, i) => i == 0 ? c.PadRight(widths[i]) : c.PadLeft(widths[i])))).Append('\n');
+        sb.Append(CultureInfo.InvariantCulture, $"{Runtime}; batch {Options.Batch}, prompt {Options.PromptLength}, {Options.GenerateTokens} generated tokens, median of {Options.Repeats} repeats after {Options.WarmupRuns} warm-up; ratios vs {Rows[0].Result.Model}; peak RSS = process peak minus RSS before loading the model");
+        if (Rows.Any(r => !r.Result.PeakIsolated)) sb.Append(" (* peak not isolated: the kernel refused to reset it)");
+        return sb.Append('\n').ToString();
+    }
+
+    private static readonly JsonSerializerOptions Json = new()
+    {
+        WriteIndented = true,
+        PropertyNamingPolicy = JsonNamingPolicy.SnakeCaseLower,
+        NumberHandling = JsonNumberHandling.AllowNamedFloatingPointLiterals,
+    };
+
+    public string ToJson() => JsonSerializer.Serialize(new { runtime = Runtime, options = new { Options.PromptLength, Options.GenerateTokens, Options.Batch, Options.Repeats, Options.WarmupRuns }, rows = Rows }, Json);
+}
+
+/// <summary>
+/// Benchmarks compiled model folders one after another in this process through <see cref="OrtDecoder"/>:
+/// prefill of a synthetic prompt (deterministic token ids), then greedy decoding one token at a time
+/// with the KV cache. Memory is measured as described on <see cref="BenchModelResult"/>.
+/// </summary>
+public sealed class BenchRunner
+{
+    private readonly BenchOptions _options;
+    private readonly Action<string>? _progress;
+
+    public BenchRunner(BenchOptions options, Action<string>? progress = null)
+    {
+        options.Validate();
+        _options = options;
+        _progress = progress;
+    }
+
+    public BenchReport Run(IReadOnlyList<string> modelDirectories)
+    {
+        if (modelDirectories.Count == 0) throw new UserErrorException("bench needs at least one model folder");
+        var folders = modelDirectories.Select(ModelFolder.Open).ToList();   // fail on a bad folder before measuring anything
+        var names = UniqueNames(folders.Select(f => f.Directory).ToList());
+        var results = new List<BenchModelResult>();
+        for (int i = 0; i < folders.Count; i++)
+        {
+            _progress?.Invoke($"bench {names[i]} ({i + 1}/{folders.Count})");
+            results.Add(Measure(folders[i], names[i]));
+        }
+        string device = (_options.Session?.Device ?? ExecutionDevice.Cpu) == ExecutionDevice.Cuda ? "CUDA" : "CPU";
+        return new BenchReport(_options, results, $"ONNX Runtime {OrtRuntime.Version}, {device}");
+    }
+
+    /// <summary>Measures one folder (see <see cref="BenchModelResult"/>).</summary>
+    public BenchModelResult Measure(ModelFolder folder, string name)
+    {
+        ReleaseFreedMemory();
+        bool isolated = PeakMemory.TryResetPeak();
+        long before = PeakMemory.ResidentBytes;
+        var load = Stopwatch.StartNew();
+        var prefill = new List<double>();
+        var decode = new List<double>();
+        using (var decoder = OrtDecoder.Open(folder, _options.Session))
+        {
+            double loadSeconds = load.Elapsed.TotalSeconds;
+            for (int run = 0; run < _options.WarmupRuns + _options.Repeats; run++)
+            {
+                bool measured = run >= _options.WarmupRuns;
+                var (p, d) = RunOnce(decoder);
+                if (!measured) continue;
+                prefill.Add(p);
+                decode.AddRange(d);
+                _progress?.Invoke($"  repeat {run - _options.WarmupRuns + 1}/{_options.Repeats}: prefill {p * 1e3:F1} ms, decode median {Median(d) * 1e3:F2} ms/token");
+            }
+            var memory = PeakMemory.Read();
+            double prefillMedian = Median(prefill), decodeMedian = Median(decode);
+            return new BenchModelResult(name, folder.Directory, ModelFileBytes(folder), _options.PromptLength, _options.GenerateTokens, _options.Batch, _options.Repeats,
+                prefillMedian * 1e3, _options.Batch * _options.PromptLength / prefillMedian,
+                decodeMedian * 1e3, _options.Batch / decodeMedian,
+                memory.PeakResidentBytes, memory.PeakResidentBytes - before, isolated, loadSeconds);
+        }
+    }
+
+    /// <summary>One prefill (seconds) and the per-token decode times (seconds).</summary>
+    private (double Prefill, List<double> Decode) RunOnce(OrtDecoder decoder)
+    {
+        int batch = _options.Batch, p = _options.PromptLength, vocab = decoder.VocabSize;
+        var ids = new long[batch * p];
+        for (int i = 0; i < ids.Length; i++) ids[i] = (i * 7919L + 13) % vocab;   // deterministic synthetic prompt
+        var positions = new long[batch * p];
+        for (int b = 0; b < batch; b++) for (int t = 0; t < p; t++) positions[b * p + t] = t;
+        using var state = decoder.CreateState(batch);
+        var sw = Stopwatch.StartNew();
+        var logits = state.Forward(ids, p, Ones(batch * p), positions);
+        double prefill = sw.Elapsed.TotalSeconds;
+        var next = new long[batch];
+        for (int b = 0; b < batch; b++) next[b] = ArgMax(logits.Slice(((b + 1) * p - 1) * vocab, vocab));
+        var times = new List<double>(_options.GenerateTokens);
+        var pos = new long[batch];
+        for (int g = 0; g < _options.GenerateTokens; g++)
+        {
+            int total = state.PastLength + 1;
+            Array.Fill(pos, total - 1);
+            sw.Restart();
+            logits = state.Forward(next, 1, Ones(batch * total), pos);
+            times.Add(sw.Elapsed.TotalSeconds);
+            for (int b = 0; b < batch; b++) next[b] = ArgMax(logits.Slice(b * vocab, vocab));
+        }
+        return (prefill, times);
+    }
+
+    /// <summary>
+    /// Collects the managed heap and hands memory freed by an earlier session back to the kernel
+    /// (glibc malloc_trim), so the RSS before the next model is what is really in use and its delta is
+    /// not hidden by reuse of the previous model's freed pages.
+    /// </summary>
+    private static void ReleaseFreedMemory()
+    {
+        GC.Collect();
+        GC.WaitForPendingFinalizers();
+        GC.Collect();
+        try { MallocTrim(0); }
+        catch (Exception e) when (e is DllNotFoundException or EntryPointNotFoundException) { }   // not glibc: nothing to trim
+    }
+
+    [System.Runtime.InteropServices.DllImport("libc", EntryPoint = "malloc_trim")]
+    private static extern int MallocTrim(nuint pad);
+
+    private static long[] Ones(int n)
+    {
+        var a = new long[n];
+        Array.Fill(a, 1L);
+        return a;
+    }
+
+    private static int ArgMax(ReadOnlySpan<float> v) => System.Numerics.Tensors.TensorPrimitives.IndexOfMax(v);
+
+    internal static double Median(IReadOnlyList<double> values)
+    {
+        var sorted = values.OrderBy(v => v).ToArray();
+        int m = sorted.Length / 2;
+        return sorted.Length % 2 == 1 ? sorted[m] : (sorted[m - 1] + sorted[m]) / 2;
+    }
+
+    /// <summary>Bytes of the decoder file and every external-data file beside it (*.onnx, *.onnx.data, *.data).</summary>
+    public static long ModelFileBytes(ModelFolder folder) =>
+        System.IO.Directory.EnumerateFiles(folder.Directory)
+            .Where(f => f.EndsWith(".onnx", StringComparison.Ordinal) || f.EndsWith(".data", StringComparison.Ordinal))
+            .Sum(f => new FileInfo(f).Length);
+
+    /// <summary>Folder names, made unique with their parents' names where two are equal.</summary>
+    private static List<string> UniqueNames(List<string> dirs)
+    {
+        var names = dirs.Select(Path.GetFileName).Select(n => n ?? "").ToList();
+        for (int i = 0; i < names.Count; i++)
+            if (names.Count(n => n == names[i]) > 1)
+                names[i] = Path.Combine(Path.GetFileName(Path.GetDirectoryName(dirs[i])) ?? "", names[i]);
+        return names;
+    }
+}

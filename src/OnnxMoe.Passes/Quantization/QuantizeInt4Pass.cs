@@ -1,0 +1,103 @@
+using OnnxMoe.Ir;
+
+namespace OnnxMoe.Passes.Quantization;
+
+/// <summary>
+/// <c>quantize-int4</c>: the <see cref="QuantizeInt4Rewrite"/> as a pass. With <c>method=awq</c> it first
+/// asks the <see cref="IAwqCalibration"/> service of the context (provided by a compile with
+/// calibration settings) to fold activation-aware scales into the model and choose clip values.
+/// </summary>
+public sealed class QuantizeInt4Pass : Pass
+{
+    public static readonly PassInfo Info = new("quantize-int4",
+        "Replaces linear layers with 4-bit (or 8-bit) com.microsoft MatMulNBits, round-to-nearest or AWQ.",
+        PassOption.String("method", "rtn", "rtn (round to nearest) or awq (activation-aware scales and clipping; needs calibration)", "rtn", "awq"),
+        PassOption.Int("block-size", 128, "input channels per quantization block: a power of two in 16..256"),
+        PassOption.Int("bits", 4, "bits per weight: 4 or 8"),
+        PassOption.Bool("symmetric", false, "no zero points (codes centred on 2^(bits-1))"),
+        PassOption.Int("accuracy-level", 0, "MatMulNBits accuracy_level: 0 unset, 1 fp32, 2 fp16, 3 bf16, 4 int8 activations"),
+        PassOption.String("targets", "all", "which linear layers: comma list of experts, mlp, dense-mlp, attention, all"),
+        PassOption.String("exclude", null, "node-name patterns kept in full precision, separated by ';' (default: routers, shared-expert gate, lm_head)"),
+        PassOption.Int("grid", 20, "awq: scale ratios tried"),
+        PassOption.Bool("duo-scaling", false, "awq: s = xbar^a / (wbar^(1-a) + 1e-4)"),
+        PassOption.Bool("clip", true, "awq: per-row-per-block clip search"));
+
+    public QuantizeInt4Pass(PassOptions options) : base(Info, options)
+    {
+    }
+
+    /// <summary>The rewrite options these pass options stand for; throws <see cref="PassException"/> on bad values.</summary>
+    public QuantizeInt4Options RewriteOptions()
+    {
+        try
+        {
+            var o = new QuantizeInt4Options
+            {
+                Method = QuantizeInt4Options.ParseMethod(Options.GetString("method")),
+                BlockSize = Options.GetInt("block-size"),
+                Bits = Options.GetInt("bits"),
+                Symmetric = Options.GetBool("symmetric"),
+                AccuracyLevel = Options.GetInt("accuracy-level"),
+                Targets = QuantizeInt4Options.ParseTargets(Options.GetString("targets")),
+                Exclude = Options.Get("exclude") is string e
+                    ? e.Split(';', StringSplitOptions.TrimEntries | StringSplitOptions.RemoveEmptyEntries)
+                    : QuantizeInt4Options.DefaultExclude,
+            };
+            _ = o.Format;
+            if (o.AccuracyLevel is < 0 or > 4) throw new UserErrorException($"accuracy level {o.AccuracyLevel} is out of range 0..4");
+            if (Options.GetInt("grid") is < 1 or > 1000) throw new UserErrorException($"grid {Options.GetInt("grid")} is out of range 1..1000");
+            return o;
+        }
+        catch (UserErrorException e) when (e is not PassException)
+        {
+            throw new PassException(Name, e.Message);
+        }
+    }
+
+    public override PassResult Run(Model model, PassContext context)
+    {
+        var options = RewriteOptions();
+        if (options.Method == QuantizationMethod.Awq)
+        {
+            var awq = context.TryGet<IAwqCalibration>(out var service) ? service
+                : throw new PassException(Name, "method=awq needs calibration data (compile with calibration settings: a calibration text and the model's tokenizer)");
+            int existing = model.Graph.Nodes.Count(n => n.Domain == QuantizeInt4Rewrite.MicrosoftDomain && n.OpType == QuantizeInt4Rewrite.OpType);
+            var selector = new LinearLayerSelector(options.Targets, options.Exclude);
+            var initializers = new HashSet<Value>(model.Graph.Initializers, ReferenceEqualityComparer.Instance);
+            if (existing > 0 && !model.Graph.Nodes.Any(n => n.OpType == "MatMul" && selector.IsTarget(n.Name) && n.Inputs.Count == 2 && n.Inputs[1] is { } w && initializers.Contains(w)))
+                throw new PassException(Name, $"model is already quantized: it has {existing} MatMulNBits nodes and no target MatMul left");
+            var search = new AwqSearchSettings(Options.GetInt("grid"), Options.GetBool("duo-scaling"), Options.GetBool("clip"));
+            IReadOnlyDictionary<string, AwqWeightScaling> scaling;
+            try
+            {
+                scaling = awq.Calibrate(model, options, search, context);
+            }
+            catch (UserErrorException e) when (e is not PassException)
+            {
+                throw new PassException(Name, e.Message);
+            }
+            options = options with { AwqScaling = scaling };
+        }
+        QuantizeInt4Result result;
+        try
+        {
+            result = new QuantizeInt4Rewrite(options).Apply(model);
+        }
+        catch (InvalidDataException e)
+        {
+            throw new PassException(Name, e.Message);
+        }
+        catch (UserErrorException e) when (e is not PassException)
+        {
+            throw new PassException(Name, e.Message);
+        }
+        foreach (var s in result.Skipped) context.Info($"quantize-int4: kept {s.NodeName} in full precision: {s.Reason}");
+        var counters = new CounterSet();
+        counters.Add("matmuls-quantized", result.MatMulsQuantized);
+        counters.Add("weights-quantized", result.WeightsQuantized);
+        counters.Add("bytes-before", result.BytesBefore);
+        counters.Add("bytes-after", result.BytesAfter);
+        counters.Add("skipped", result.Skipped.Count);
+        return PassResult.From(result.Changed, counters);
+    }
+}
