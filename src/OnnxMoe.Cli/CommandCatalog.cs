@@ -13,6 +13,7 @@ internal static class CommandCatalog
         EvalCommand.Create(),
         AnalyzeCommand.Create(),
         DiffCommand.Create(),
+        BenchCommand.Create(),
         InspectCommand.Create(),
         RecipesCommand.Create(),
         PassesCommand.Create(),

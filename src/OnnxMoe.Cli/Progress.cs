@@ -37,3 +37,19 @@ internal static class Progress
         return result;
     }
 }
+
+/// <summary>Prints staged progress from deep inside passes as a few lines: each stage's start, every 25%, and its end.</summary>
+internal sealed class StageReporter(string prefix)
+{
+    private string _stage = "";
+    private int _quarter = -1;
+
+    public void Report(string stage, int done, int total)
+    {
+        int quarter = total > 0 ? 4 * done / total : 4;
+        if (stage == _stage && quarter == _quarter) return;
+        _stage = stage;
+        _quarter = quarter;
+        Console.Error.WriteLine($"  {prefix} {stage}: {done}/{total}");
+    }
+}

@@ -44,16 +44,8 @@ internal static class AnalyzeCommand
             using (checkpoint)
             {
                 var data = CalibrationData.FromSettings(dir, settings);
-                var lastStage = "";
-                var scores = new OrtCalibrationScores(data, new CalibrationOptions
-                {
-                    Progress = p =>
-                    {
-                        if (p.Stage == lastStage && p.SamplesDone != p.SamplesTotal) return;
-                        lastStage = p.Stage;
-                        Console.Error.WriteLine($"calibration {p.Stage}: {p.SamplesDone}/{p.SamplesTotal} samples");
-                    },
-                });
+                var reporter = new StageReporter("calibration");
+                var scores = new OrtCalibrationScores(data, new CalibrationOptions { Progress = p => reporter.Report(p.Stage, p.SamplesDone, p.SamplesTotal) });
                 Console.Error.WriteLine($"scoring on {data.Samples.Count} samples x {data.SequenceLength} tokens from {data.Source}");
                 var names = parse.GetValue(recipes) is { Length: > 0 } r ? r : null;
                 var report = Analyzer.Run(model, scores, PassRegistry.CreateDefault(), names);

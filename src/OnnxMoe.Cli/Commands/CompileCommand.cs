@@ -60,14 +60,11 @@ internal static class CompileCommand
                         AfterChange = print ? (m, record) => Console.Error.Write($"// IR after {record.Invocation}\n{Ir.Printing.IrPrinter.Print(m)}") : null,
                     };
                     var context = new PassContext { Log = message => Console.Error.WriteLine($"  {message}") };
-                    string lastStage = "";
-                    CalibrationServices.Register(context, source, calib, p =>
-                    {
-                        // One line per stage start and end keeps logs short on 128-sample runs.
-                        if (p.Stage == lastStage && p.SamplesDone != p.SamplesTotal) return;
-                        lastStage = p.Stage;
-                        Console.Error.WriteLine($"  calibration {p.Stage}: {p.SamplesDone}/{p.SamplesTotal} samples");
-                    });
+                    var calibrationProgress = new StageReporter("calibration");
+                    var awqProgress = new StageReporter("awq");
+                    CalibrationServices.Register(context, source, calib,
+                        p => calibrationProgress.Report(p.Stage, p.SamplesDone, p.SamplesTotal),
+                        p => awqProgress.Report(p.Stage, p.Done, p.Total));
                     passReport = manager.Run(lowered.Model, passes, context);
                 },
             };

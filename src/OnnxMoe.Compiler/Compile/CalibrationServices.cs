@@ -1,7 +1,9 @@
+using OnnxMoe.Compiler.Awq;
 using OnnxMoe.Compiler.Calibration;
 using OnnxMoe.Compiler.Recipes;
 using OnnxMoe.Ir;
 using OnnxMoe.Passes;
+using OnnxMoe.Passes.Quantization;
 using OnnxMoe.Passes.Trimming;
 
 namespace OnnxMoe.Compiler.Compile;
@@ -13,10 +15,11 @@ namespace OnnxMoe.Compiler.Compile;
 public static class CalibrationServices
 {
     public static void Register(PassContext context, string checkpointDirectory, CalibrationSettings settings,
-        Action<CalibrationProgress>? progress = null)
+        Action<CalibrationProgress>? progress = null, Action<AwqProgress>? awqProgress = null)
     {
         var data = new Lazy<CalibrationData>(() => CalibrationData.FromSettings(checkpointDirectory, settings));
         context.Set<ICalibrationScores>(new LazyCalibrationScores(() => new OrtCalibrationScores(data.Value, new CalibrationOptions { Progress = progress })));
+        context.Set<IAwqCalibration>(AwqCalibration.FromSettings(settings, Path.Combine(checkpointDirectory, "tokenizer.json"), awqProgress));
     }
 
     /// <summary>Creates the real scorer on first use.</summary>

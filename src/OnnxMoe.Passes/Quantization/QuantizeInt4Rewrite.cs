@@ -54,6 +54,8 @@ public sealed class QuantizeInt4Rewrite
         foreach (var node in graph.Nodes)
         {
             if (!IsMatMul(node) || !selector.IsTarget(node.Name)) continue;
+            // Activation x activation products (attention scores) are not linear layers: nothing to report.
+            if (node.Inputs.Count == 2 && node.Inputs[1] is { ConstValue: null } && node.Inputs[1]!.Producer != null) continue;
             var why = CheckEligible(node, initializers, graphInputs);
             if (why == null) targets.Add(node); else skipped.Add(new SkippedLinear(node.Name, why));
         }

@@ -1,0 +1,44 @@
+using System.CommandLine;
+using OnnxMoe.Compiler.Bench;
+using OnnxMoe.Ir;
+
+namespace OnnxMoe.Cli.Commands;
+
+internal static class BenchCommand
+{
+    public static Command Create()
+    {
+        var models = new Argument<string[]>("model-dirs") { Description = "Model folders written by `onnxmoe compile`; the first is the baseline the others are compared with.", Arity = ArgumentArity.OneOrMore };
+        var promptLen = new Option<int>("--prompt-len") { Description = "Prompt tokens for the prefill measurement.", DefaultValueFactory = _ => 128 };
+        var gen = new Option<int>("--gen") { Description = "Tokens generated with the KV cache for the decode measurement.", DefaultValueFactory = _ => 64 };
+        var batch = new Option<int>("--batch") { Description = "Sequences per run (the paper: 1).", DefaultValueFactory = _ => 1 };
+        var repeat = new Option<int>("--repeat") { Description = "Measured repeats per model (medians are reported); one warm-up run is excluded.", DefaultValueFactory = _ => 3 };
+        var json = new Option<bool>("--json") { Description = "Print the results as JSON." };
+        var device = CommonOptions.Device();
+        var threads = CommonOptions.Threads();
+        var command = new Command("bench", "Measure prefill tokens/s, decode tokens/s (1 / median time per generated token, KV cache), peak RSS and file bytes of " +
+            "one or more compiled models in one run, with ratios against the first.\n" +
+            "Example: onnxmoe bench out/base out/int4 out/block-drop-int4 --prompt-len 128 --gen 64")
+        {
+            models, promptLen, gen, batch, repeat, json, device, threads,
+        };
+        command.SetAction(parse =>
+        {
+            var dirs = parse.GetValue(models)!;
+            foreach (var d in dirs) CommonOptions.ExistingFolder(d, "model");
+            var options = new BenchOptions
+            {
+                PromptLength = parse.GetValue(promptLen),
+                GenerateTokens = parse.GetValue(gen),
+                Batch = parse.GetValue(batch),
+                Repeats = parse.GetValue(repeat),
+                Session = CommonOptions.SessionConfig(parse.GetValue(device)!, parse.GetValue(threads)),
+            };
+            options.Validate();
+            var report = new BenchRunner(options, message => Console.Error.WriteLine(message)).Run(dirs);
+            Console.Write(parse.GetValue(json) ? report.ToJson() + Environment.NewLine : report.ToTable());
+            return 0;
+        });
+        return command;
+    }
+}
