@@ -163,14 +163,23 @@ public sealed record Timings(double OpenSeconds, double LowerSeconds, double Wri
 /// <summary>Weight parameters of a lowered graph by role (from node-name prefixes of each weight's first user).</summary>
 public sealed record ParameterCounts(long Total, long Embedding, long Attention, long Norms, long Router, long RoutedExperts, long SharedExperts, long DenseMlp, long LmHead)
 {
-    /// <summary>Counts initializers that are weights (named after checkpoint tensors, not builder constants under "/").</summary>
+    /// <summary>Counts initializers that are weights (named after checkpoint tensors, not builder constants under "/");
+    /// a MatMulNBits weight counts as its K x N logical parameters.</summary>
     public static ParameterCounts Of(Graph g)
     {
         long total = 0, embed = 0, attn = 0, norms = 0, router = 0, routed = 0, shared = 0, dense = 0, head = 0;
         foreach (var v in g.Initializers)
         {
-            if (v.Name.StartsWith('/') || v.ConstValue is not { } t || !t.DataType.IsFloatingPoint()) continue;
-            long n = t.ElementCount;
+            if (v.Name.StartsWith('/') || v.ConstValue is not { } t) continue;
+            long n;
+            // Quantized linears count their logical K x N weights (codes), not their packed bytes, scales or zero points.
+            if (v.Uses.FirstOrDefault(u => u.Node.OpType == "MatMulNBits") is { Node: not null } q)
+            {
+                if (q.Index != 1) continue;
+                n = q.Node.GetInt("K", 0) * q.Node.GetInt("N", 0);
+            }
+            else if (t.DataType.IsFloatingPoint()) n = t.ElementCount;
+            else continue;
             total += n;
             string user = v.Uses.Count > 0 ? v.Uses[0].Node.Name : "";
             if (user.Contains("layernorm/") || user.Contains("_norm/") || user.StartsWith("/model/norm/")) norms += n;

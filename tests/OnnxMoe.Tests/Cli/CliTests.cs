@@ -159,4 +159,20 @@ public sealed class CliTests
         foreach (var f in new[] { "model.onnx", "model.onnx.data", "genai_config.json" })
             Assert.True(File.ReadAllBytes(tmp[$"a/{f}"]).AsSpan().SequenceEqual(File.ReadAllBytes(tmp[$"b/{f}"])), $"{f} differs between two compiles");
     }
+
+    [Fact]
+    public void QuantizedModelReportsTheSameLogicalParameterCountAndIsSmaller()
+    {
+        using var tmp = new TempFolder();
+        Assert.Equal(0, CliRunner.Run("compile", MixtralCheckpoint, "-o", tmp["f"]).ExitCode);
+        var q = CliRunner.Run("compile", MixtralCheckpoint, "-o", tmp["q"], "--pipeline", "quantize-int4{block-size=16}");
+        Assert.True(q.ExitCode == 0, q.ToString());
+        using var f = JsonDocument.Parse(File.ReadAllText(tmp["f/compile_report.json"]));
+        using var qd = JsonDocument.Parse(File.ReadAllText(tmp["q/compile_report.json"]));
+        Assert.Equal(f.RootElement.GetProperty("parameters").GetProperty("total").GetInt64(), qd.RootElement.GetProperty("parameters").GetProperty("total").GetInt64());
+        Assert.True(new FileInfo(tmp["q/model.onnx.data"]).Length < new FileInfo(tmp["f/model.onnx.data"]).Length / 2);
+        var run = CliRunner.Run("run", tmp["q/model.onnx"], "--random", "--int-max", "2", "--dim", "sequence_length=4", "--dim", "total_sequence_length=4", "--dim", "past_sequence_length=0");
+        Assert.True(run.ExitCode == 0, run.ToString());
+        Assert.Contains("logits: f32[1,4,", run.Stdout);
+    }
 }
