@@ -23,12 +23,17 @@ public sealed class AwqCalibration : IAwqCalibration
     public Action<AwqProgress>? Progress { get; }
     public AwqResult? LastResult { get; private set; }
 
-    /// <summary>Calibration from a recipe's settings (text "default" = models/data/kjv-calibration.txt) and the model's tokenizer.json.</summary>
+    /// <summary>AWQ's own calibration block length (its paper cuts documents into 512-token blocks). A recipe's longer
+    /// samples, chosen for trimming's similarity scores, are cut to this so the loss searches keep memory bounded.</summary>
+    public const int MaxSequenceLength = 512;
+
+    /// <summary>Calibration from a recipe's settings (text "default" = models/data/kjv-calibration.txt) and the model's tokenizer.json;
+    /// sequence length capped at <see cref="MaxSequenceLength"/>.</summary>
     public static AwqCalibration FromSettings(CalibrationSettings settings, string tokenizerPath, Action<AwqProgress>? progress = null) =>
         new(new AwqOptions
         {
             Samples = settings.Samples,
-            SequenceLength = settings.SeqLen,
+            SequenceLength = Math.Min(settings.SeqLen, MaxSequenceLength),
             TokenizerPath = tokenizerPath,
             CalibrationTextPath = settings.Text == CalibrationSettings.DefaultText ? new AwqOptions().CalibrationTextPath : settings.Text,
         }, progress);
