@@ -59,6 +59,6 @@ public sealed class TrimmingSnapshotTests : IDisposable
         Assert.Equal("blocks 1", byRecipe["block-drop-4"]);
         Assert.Equal("moe layers 0", byRecipe["layer-drop-8"]);
         Assert.Equal("2 experts 0:1, 1:0", byRecipe["expert-drop"]); // round((4 - 3) x 2) lowest: 0:1 (10), 1:0 (5)
-        Assert.StartsWith("error: ", byRecipe["block-drop-awq"]);
+        Assert.Equal("blocks 1", byRecipe["block-drop-awq"]); // its quantize step removes nothing
     }
 }
