@@ -144,6 +144,7 @@ public sealed class BenchRunner
         if (modelDirectories.Count == 0) throw new UserErrorException("bench needs at least one model folder");
         var folders = modelDirectories.Select(ModelFolder.Open).ToList();   // fail on a bad folder before measuring anything
         var names = UniqueNames(folders.Select(f => f.Directory).ToList());
+        WarmUpProcess(folders[0]);
         var results = new List<BenchModelResult>();
         for (int i = 0; i < folders.Count; i++)
         {
@@ -152,6 +153,17 @@ public sealed class BenchRunner
         }
         string device = (_options.Session?.Device ?? ExecutionDevice.Cpu) == ExecutionDevice.Cuda ? "CUDA" : "CPU";
         return new BenchReport(_options, results, $"ONNX Runtime {OrtRuntime.Version}, {device}");
+    }
+
+    /// <summary>
+    /// One untimed run before any measurement: ORT's thread pools and kernel registry and our own JIT are
+    /// process-wide one-time costs that would otherwise be charged to the first (baseline) model's memory and time.
+    /// </summary>
+    private void WarmUpProcess(ModelFolder folder)
+    {
+        _progress?.Invoke("bench: warming up the process (untimed)");
+        using (var decoder = OrtDecoder.Open(folder, _options.Session)) RunOnce(decoder);
+        ReleaseFreedMemory();
     }
 
     /// <summary>Measures one folder (see <see cref="BenchModelResult"/>).</summary>
