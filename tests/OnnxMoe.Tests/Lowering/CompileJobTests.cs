@@ -18,7 +18,7 @@ public sealed class CompileJobTests : IDisposable
     private readonly string _dir = Directory.CreateTempSubdirectory("onnxmoe-compile-").FullName;
     public void Dispose() => Directory.Delete(_dir, recursive: true);
 
-    public static TheoryData<string> Families => new(FamilyData.Names);
+    public static TheoryData<string> Families => new(FamilyData.Names.Concat(FamilyData.TrainedModels));
 
     private sealed class Decoder(InferenceSession session, DecoderStructure s, DataType kvType)
     {

@@ -20,7 +20,12 @@ internal static class FamilyData
 
     public static IEnumerable<string> Names => Directory.GetDirectories(Root).Select(Path.GetFileName).Order(StringComparer.Ordinal)!;
 
-    public static string Dir(string name) => Path.Combine(Root, name);
+    /// <summary>The bundled trained models (models/tiny-*), which carry golden logits in the same layout.</summary>
+    public static IEnumerable<string> TrainedModels => ["tiny-deepseek", "tiny-mixtral"];
+
+    public static string Dir(string name) => TrainedModels.Contains(name)
+        ? Path.GetFullPath(Path.Combine(Root, "..", "..", "..", "models", name))
+        : Path.Combine(Root, name);
 
     /// <summary>(input ids, golden logits [seq, vocab]) per prompt.</summary>
     public static List<(long[] Ids, float[] Logits, long Vocab)> Prompts(string name)
