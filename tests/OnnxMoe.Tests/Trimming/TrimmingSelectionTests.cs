@@ -172,9 +172,16 @@ public sealed class TrimmingSelectionTests
         {
             Transform = lowered => RunPipeline(lowered.Model, "drop-blocks{blocks=0,1}"),
         });
-        Assert.Throws<PassException>(() => job.Run());
-        Assert.False(Directory.Exists(outDir));
-        Assert.Empty(Directory.GetFileSystemEntries(Path.GetDirectoryName(outDir)!));
+        try
+        {
+            Assert.Throws<PassException>(() => job.Run());
+            Assert.False(Directory.Exists(outDir));
+            Assert.Empty(Directory.GetFileSystemEntries(Path.GetDirectoryName(outDir)!));
+        }
+        finally
+        {
+            Directory.Delete(Path.GetDirectoryName(outDir)!, recursive: true);
+        }
     }
 
     private sealed class CountingScores(ICalibrationScores inner) : ICalibrationScores
