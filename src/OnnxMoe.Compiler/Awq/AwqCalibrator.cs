@@ -245,9 +245,7 @@ public sealed class AwqCalibrator
     internal static float[] Transpose(float[] source, int rows, int cols)
     {
         var result = new float[source.LongLength];
-        for (int r = 0; r < rows; r++)
-            for (int c = 0; c < cols; c++)
-                result[(long)c * rows + r] = source[(long)r * cols + c];
+        Ir.Tensors.TensorKernels.Transpose<float>(source, rows, cols, result);
         return result;
     }
 

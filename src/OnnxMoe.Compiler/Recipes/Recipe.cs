@@ -82,26 +82,11 @@ public sealed class Recipe
     };
 
     /// <summary>A double-quoted YAML scalar unless the text is a safe plain word.</summary>
-    private static string Scalar(string s)
-    {
-        if (s.Length > 0 && s.All(c => char.IsAsciiLetterOrDigit(c) || c is '-' or '_' or '.' or '/') && char.IsAsciiLetter(s[0]) && s is not ("true" or "false" or "null" or "yes" or "no"))
-            return s;
-        var sb = new StringBuilder("\"");
-        foreach (var c in s)
-        {
-            switch (c)
-            {
-                case '"': sb.Append("\\\""); break;
-                case '\\': sb.Append("\\\\"); break;
-                case '\n': sb.Append("\\n"); break;
-                case '\t': sb.Append("\\t"); break;
-                default:
-                    if (char.IsControl(c)) sb.Append("\\u").Append(((int)c).ToString("x4", CultureInfo.InvariantCulture)); else sb.Append(c);
-                    break;
-            }
-        }
-        return sb.Append('"').ToString();
-    }
+    // YAML's double-quoted scalars take the same escapes as the IR printer's quoted names.
+    private static string Scalar(string s) =>
+        s.Length > 0 && s.All(c => char.IsAsciiLetterOrDigit(c) || c is '-' or '_' or '.' or '/') && char.IsAsciiLetter(s[0]) && s is not ("true" or "false" or "null" or "yes" or "no")
+            ? s
+            : Ir.Printing.IrPrinter.Quote(s);
 
     public override string ToString() => $"{Name}: {Pipeline}";
 }
