@@ -35,7 +35,9 @@ public sealed class AwqCalibration : IAwqCalibration
             Samples = settings.Samples,
             SequenceLength = Math.Min(settings.SeqLen, MaxSequenceLength),
             TokenizerPath = tokenizerPath,
-            CalibrationTextPath = settings.Text == CalibrationSettings.DefaultText ? new AwqOptions().CalibrationTextPath : settings.Text,
+            CalibrationTextPath = settings.Text != CalibrationSettings.DefaultText ? settings.Text
+                : Calibration.CalibrationData.FindDefaultText()
+                  ?? throw new UserErrorException($"the default calibration text {Calibration.CalibrationData.DefaultTextRelativePath} was not found; pass --calibration <text file>"),
         }, progress);
 
     public IReadOnlyDictionary<string, AwqWeightScaling> Calibrate(Model model, QuantizeInt4Options options, AwqSearchSettings search, PassContext context)

@@ -113,7 +113,7 @@ public sealed class CalibrationTests
     {
         var repo = CalibrationData.FindDefaultText();
         Assert.NotNull(repo);
-        var root = Path.GetDirectoryName(Path.GetDirectoryName(Path.GetDirectoryName(repo)))!;
+        var root = Cli.CliRunner.RepoRoot;
         var tokenizer = Tokenizer.Load(Path.Combine(root, "models", "tiny-mixtral", "tokenizer.json"));
         var d = CalibrationData.FromText(tokenizer, repo!, 3, 16);
         Assert.Equal(3, d.Samples.Count);

@@ -1,3 +1,5 @@
+using OnnxMoe.Passes;
+using OnnxMoe.Compiler.Compile;
 using OnnxMoe.Compiler.Analysis;
 using OnnxMoe.Compiler.Calibration;
 using OnnxMoe.Compiler.Recipes;
@@ -10,11 +12,7 @@ namespace OnnxMoe.Tests.Trimming;
 /// with tiny sizes (2 samples x 32 tokens instead of 128 x 2048).</summary>
 public sealed class TrimmingRecipeTests
 {
-    private static string ModelDir(string name)
-    {
-        var text = CalibrationData.FindDefaultText() ?? throw new InvalidOperationException("models/data not found");
-        return Path.Combine(Path.GetDirectoryName(Path.GetDirectoryName(text))!, name);
-    }
+    private static string ModelDir(string name) => Lowering.FamilyData.Dir(name);
 
     private static readonly CalibrationSettings Tiny = new(Samples: 2, SeqLen: 32);
 
@@ -56,12 +54,39 @@ public sealed class TrimmingRecipeTests
         Assert.Equal(7 * before.VocabSize, Logits(ckpt.Model, Prompt(before.VocabSize)).Length);
     }
 
-    [Fact]
-    public void The_combined_recipe_fails_clearly_until_quantize_int4_is_a_pass()
+    [Theory]
+    [InlineData("tiny-mixtral")]
+    [InlineData("tiny-deepseek")]
+    public void The_combined_recipe_compiles_a_tiny_model_end_to_end(string model)
     {
-        if (Registry.Find("quantize-int4") != null) return; // the Expert Slimming pass has arrived
-        var e = Assert.Throws<RecipeException>(() => BuiltinRecipes.Load("block-drop-awq", Registry));
-        Assert.Contains("unknown pass 'quantize-int4'", e.Message);
+        string output = Path.Combine(Directory.CreateTempSubdirectory("onnxmoe-combined-").FullName, "out");
+        try
+        {
+            var recipe = BuiltinRecipes.Load("block-drop-awq", Registry);
+            var job = new CompileJob(ModelDir(model), output, new CompileOptions
+            {
+                Pipeline = recipe.Pipeline.ToString(),
+                Transform = lowered =>
+                {
+                    var context = new PassContext();
+                    CalibrationServices.Register(context, ModelDir(model), Tiny);
+                    new PassManager().Run(lowered.Model, recipe.Pipeline, context);
+                },
+            });
+            var report = job.Run();
+            Assert.Equal(3, report.NumLayers);                                   // 25% of 4 blocks
+            var compiled = OnnxMoe.Onnx.OnnxReader.Read(Path.Combine(output, "model.onnx"));
+            Assert.Contains(compiled.Graph.Nodes, n => n.OpType == "MatMulNBits" && n.Name.Contains("/moe/experts."));
+            Assert.DoesNotContain(compiled.Graph.Nodes, n => n.OpType == "MatMul" && n.Name.EndsWith("/w2/MatMul"));
+            var genai = System.Text.Json.Nodes.JsonNode.Parse(File.ReadAllText(Path.Combine(output, "genai_config.json")))!;
+            Assert.Equal(3, (int)genai["model"]!["decoder"]!["num_hidden_layers"]!);
+            var s = DecoderStructure.Read(compiled);
+            Assert.Equal(7 * s.VocabSize, Logits(compiled, Prompt(s.VocabSize)).Length);
+        }
+        finally
+        {
+            Directory.Delete(Path.GetDirectoryName(output)!, recursive: true);
+        }
     }
 
     [Fact]
