@@ -22,7 +22,7 @@ public class RecipeTests
         Add(new PassInfo("drop-blocks", "stub", PassOption.IntList("blocks", ""), PassOption.Count("n", null, ""),
             PassOption.String("mode", "discrete", "", "discrete", "consecutive")));
         Add(new PassInfo("quantize-int4", "stub", PassOption.String("method", "rtn", "", "rtn", "awq"), PassOption.Int("block-size", 128, ""),
-            PassOption.Float("ratio", null, "")));
+            PassOption.Int("accuracy-level", 0, ""), PassOption.Float("ratio", null, "")));
         return r;
     }
 
@@ -33,12 +33,13 @@ public class RecipeTests
     [Fact]
     public void Built_in_recipes_are_listed_and_map_to_pipelines()
     {
-        Assert.Equal(["block-drop-4", "block-drop-8", "block-drop-awq", "expert-drop", "layer-drop-4", "layer-drop-8"], BuiltinRecipes.Names);
+        Assert.Equal(["block-drop-4", "block-drop-8", "block-drop-awq", "block-drop-awq-fast", "expert-drop", "layer-drop-4", "layer-drop-8"], BuiltinRecipes.Names);
         var expected = new Dictionary<string, string>
         {
             ["block-drop-4"] = "drop-blocks{n=12.5%},cleanup",
             ["block-drop-8"] = "drop-blocks{n=25%},cleanup",
             ["block-drop-awq"] = "drop-blocks{n=25%},quantize-int4{method=awq},cleanup",
+            ["block-drop-awq-fast"] = "drop-blocks{n=25%},quantize-int4{method=awq,accuracy-level=4},cleanup",
             ["expert-drop"] = "prune-experts{keep=75%,mode=global},cleanup",
             ["layer-drop-4"] = "drop-moe-layers{n=12.5%},cleanup",
             ["layer-drop-8"] = "drop-moe-layers{n=25%},cleanup",
@@ -131,7 +132,7 @@ public class RecipeTests
     {
         var e = Assert.Throws<RecipeException>(() => RecipeLoader.Resolve("block-drop-9", Registry()));
         Assert.Contains("did you mean 'block-drop-4'?", e.Message);
-        Assert.Contains("built-in: block-drop-4, block-drop-8, block-drop-awq, expert-drop, layer-drop-4, layer-drop-8", e.Message);
+        Assert.Contains("built-in: block-drop-4, block-drop-8, block-drop-awq, block-drop-awq-fast, expert-drop, layer-drop-4, layer-drop-8", e.Message);
     }
 
     [Fact]
