@@ -20,12 +20,13 @@ internal static class CompileCommand
         var seqLen = new Option<int?>("--seq-len") { Description = "Tokens per calibration sample (default: the recipe's, else 2048 as in the paper)." };
         var overwrite = new Option<bool>("--overwrite") { Description = "Replace an existing output folder (only once the new one is complete)." };
         var printIr = new Option<bool>("--print-ir-after-change") { Description = "Print the IR text after every pass that changed the model (stderr)." };
+        var verifyOrt = new Option<bool>("--verify-ort") { Description = "After every pass that changed the model, also check that ONNX Runtime loads it (writes a temporary copy: slow for big models)." };
         var command = new Command("compile", "Compile a Hugging Face MoE checkpoint (Mixtral, DeepSeek-MoE, Qwen2-MoE, Qwen3-MoE, OLMoE) into an ONNX Runtime model folder, " +
             "optionally compressed by a pass pipeline or recipe. Weights stream from the checkpoint; memory stays bounded.\n" +
             "Examples:\n  onnxmoe compile models/tiny-mixtral -o out/tiny-mixtral\n  onnxmoe compile models/tiny-mixtral -o out/tiny-mixtral-bd --recipe block-drop-8\n" +
             "  onnxmoe compile ckpt -o out --pipeline \"drop-blocks{blocks=3,7},quantize-int4{method=rtn,block-size=32}\"")
         {
-            checkpoint, output, dtype, pipeline, recipe, calibration, samples, seqLen, overwrite, printIr,
+            checkpoint, output, dtype, pipeline, recipe, calibration, samples, seqLen, overwrite, printIr, verifyOrt,
         };
         command.SetAction(parse =>
         {
@@ -46,7 +47,7 @@ internal static class CompileCommand
             if (calib.SeqLen < 2) throw new UserErrorException("--seq-len must be at least 2");
             if (calib.Text != CalibrationSettings.DefaultText) CommonOptions.ExistingFile(calib.Text, "calibration text");
 
-            bool print = parse.GetValue(printIr);
+            bool print = parse.GetValue(printIr), ortCheck = parse.GetValue(verifyOrt);
             PipelineRunReport? passReport = null;
             var options = new CompileOptions
             {
@@ -58,6 +59,7 @@ internal static class CompileCommand
                     var manager = new PassManager
                     {
                         AfterChange = print ? (m, record) => Console.Error.Write($"// IR after {record.Invocation}\n{Ir.Printing.IrPrinter.Print(m)}") : null,
+                        ExternalCheck = ortCheck ? OrtLoadCheck : null,
                     };
                     var context = new PassContext { Log = message => Console.Error.WriteLine($"  {message}") };
                     var calibrationProgress = new StageReporter("calibration");
@@ -78,5 +80,28 @@ internal static class CompileCommand
             return 0;
         });
         return command;
+    }
+
+    /// <summary>Writes the model to a temporary folder and opens an ORT session on it: a pass that leaves a graph ORT rejects fails here.</summary>
+    private static void OrtLoadCheck(Model model, string passName)
+    {
+        var dir = Directory.CreateTempSubdirectory("onnxmoe-verify-");
+        try
+        {
+            string path = Path.Combine(dir.FullName, "model.onnx");
+            Onnx.OnnxWriter.Write(model, path);
+            try
+            {
+                using var session = new Runtime.InferenceSession(path);
+            }
+            catch (Runtime.OrtException e)
+            {
+                throw new InvalidOperationException($"after pass {passName}, ONNX Runtime rejects the model: {e.Message}", e);
+            }
+        }
+        finally
+        {
+            dir.Delete(recursive: true);
+        }
     }
 }
