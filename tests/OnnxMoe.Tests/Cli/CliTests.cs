@@ -175,4 +175,16 @@ public sealed class CliTests
         Assert.True(run.ExitCode == 0, run.ToString());
         Assert.Contains("logits: f32[1,4,", run.Stdout);
     }
+
+    [Fact]
+    public void VerifyOrtChecksEachPassAndChangesNothingInTheArtifact()
+    {
+        using var tmp = new TempFolder();
+        const string pipeline = "drop-blocks{blocks=1},quantize-int4{block-size=16},cleanup";
+        var checkedRun = CliRunner.Run("compile", MixtralCheckpoint, "-o", tmp["v"], "--pipeline", pipeline, "--verify-ort");
+        Assert.True(checkedRun.ExitCode == 0, checkedRun.ToString());
+        Assert.Equal(0, CliRunner.Run("compile", MixtralCheckpoint, "-o", tmp["p"], "--pipeline", pipeline).ExitCode);
+        foreach (var f in new[] { "model.onnx", "model.onnx.data" })
+            Assert.True(File.ReadAllBytes(tmp[$"v/{f}"]).AsSpan().SequenceEqual(File.ReadAllBytes(tmp[$"p/{f}"])), f);
+    }
 }
