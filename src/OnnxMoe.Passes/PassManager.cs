@@ -37,7 +37,8 @@ public sealed class PassManager
         if (VerifyInput) Verifier?.Verify(model, afterPass: null);
         var records = new List<PassRunRecord>();
         var total = Stopwatch.StartNew();
-        foreach (var pass in pipeline.CreatePasses())
+        // Construct every pass first: option errors surface before hours of earlier passes have run.
+        foreach (var pass in pipeline.CreatePasses().ToList())
         {
             context.CancellationToken.ThrowIfCancellationRequested();
             var sw = Stopwatch.StartNew();

@@ -66,7 +66,19 @@ public sealed class PassRegistry
         var ctor = type.GetConstructor([typeof(PassOptions)]);
         if (infoField?.GetValue(null) is not PassInfo info || ctor == null)
             throw new ArgumentException($"pass type {type.Name} needs 'public static readonly PassInfo Info' and a public constructor taking PassOptions");
-        return Register(info, o => (Pass)ctor.Invoke([o]));
+        return Register(info, o =>
+        {
+            try
+            {
+                return (Pass)ctor.Invoke([o]);
+            }
+            catch (System.Reflection.TargetInvocationException e) when (e.InnerException != null)
+            {
+                // A constructor that rejects its options throws the pass's own error, not reflection's wrapper.
+                System.Runtime.ExceptionServices.ExceptionDispatchInfo.Throw(e.InnerException);
+                throw;
+            }
+        });
     }
 
     /// <summary>Registers a name that stands for a pipeline of already registered passes. Aliases take no options.</summary>

@@ -36,6 +36,7 @@ internal static class CompileCommand
             if (pipelineText != null && recipeName != null) throw new UserErrorException("--pipeline and --recipe exclude each other: a recipe is a pipeline plus calibration settings");
             Recipe? chosen = recipeName != null ? RecipeLoader.Resolve(recipeName, registry) : null;
             PassPipeline passes = chosen?.Pipeline ?? PassPipeline.Parse(pipelineText ?? "", registry);
+            _ = passes.CreatePasses().ToList();   // option errors before any lowering or calibration work
             var calib = chosen?.Calibration ?? new CalibrationSettings();
             calib = calib with
             {

@@ -24,6 +24,7 @@ public sealed class QuantizeInt4Pass : Pass
 
     public QuantizeInt4Pass(PassOptions options) : base(Info, options)
     {
+        _ = RewriteOptions();   // bad values fail when the pipeline is built, not after the passes before this one
     }
 
     /// <summary>The rewrite options these pass options stand for; throws <see cref="PassException"/> on bad values.</summary>

@@ -132,6 +132,12 @@ public sealed class CliTests
         Assert.False(Directory.Exists(tmp["out"]));
         var both = CliRunner.Run("compile", MixtralCheckpoint, "-o", tmp["out"], "--pipeline", "cleanup", "--recipe", "block-drop-4");
         Assert.Equal(1, both.ExitCode);
+        // A bad option of a later pass fails before any lowering or calibration work starts.
+        var late = CliRunner.Run("compile", MixtralCheckpoint, "-o", tmp["out"], "--pipeline", "drop-blocks{n=1},quantize-int4{block-size=24}");
+        Assert.Equal(1, late.ExitCode);
+        Assert.Contains("block size 24", late.Stderr);
+        Assert.DoesNotContain("compiling", late.Stderr);
+        Assert.False(Directory.Exists(tmp["out"]));
     }
 
     [Fact]
