@@ -22,7 +22,7 @@ public sealed record LoweredModel(Model Model, DecoderSpec Spec, DecoderStructur
 /// <summary>
 /// The one decoder lowering shared by every family: HF checkpoint -> ONNX IR with ORT GenAI I/O,
 /// KV cache, causal+padding mask, GQA, RoPE, and MoE as a routed subgraph in standard ONNX ops
-/// (only the selected experts' FLOPs). Conventions: docs/graph-conventions.md.
+/// (only the selected experts' FLOPs). Conventions: src/OnnxMoe.Structure/GRAPH-CONVENTIONS.md.
 /// </summary>
 public static class DecoderLowering
 {

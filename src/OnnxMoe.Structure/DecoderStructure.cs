@@ -8,7 +8,7 @@ namespace OnnxMoe.Structure;
 /// What a lowered decoder looks like, stored as JSON in model metadata key <see cref="MetadataKey"/>
 /// so passes can find blocks, MoE layers and experts without pattern matching. Names refer to
 /// values, nodes and initializers of the main graph; a pass that rewrites the structure updates
-/// this record and writes it back. Schema: docs/graph-conventions.md.
+/// this record and writes it back. Schema: src/OnnxMoe.Structure/GRAPH-CONVENTIONS.md.
 /// </summary>
 public sealed class DecoderStructure
 {

@@ -43,7 +43,7 @@ public sealed class ScaleGroup
 
 /// <summary>
 /// Finds the AWQ groups of a lowered decoder from its <see cref="DecoderStructure"/> and node names
-/// (docs/graph-conventions.md): input norm -> q,k,v; v -> o when heads and widths match;
+/// (src/OnnxMoe.Structure/GRAPH-CONVENTIONS.md): input norm -> q,k,v; v -> o when heads and widths match;
 /// post-attention norm -> every reader (router, experts' w1/w3, shared experts, shared gate, dense w1/w3);
 /// each expert's / shared expert's / dense MLP's w3 -> w2. A group whose folding would not be exact
 /// (an unexpected reader, a shared weight) is left out and reported in <see cref="Skipped"/>.
