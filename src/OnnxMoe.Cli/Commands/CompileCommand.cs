@@ -83,26 +83,16 @@ internal static class CompileCommand
         return command;
     }
 
-    /// <summary>Writes the model to a temporary folder and opens an ORT session on it: a pass that leaves a graph ORT rejects fails here.</summary>
+    /// <summary>Opens an ORT session on the model (written to a temporary folder): a pass that leaves a graph ORT rejects fails here.</summary>
     private static void OrtLoadCheck(Model model, string passName)
     {
-        var dir = Directory.CreateTempSubdirectory("onnxmoe-verify-");
         try
         {
-            string path = Path.Combine(dir.FullName, "model.onnx");
-            Onnx.OnnxWriter.Write(model, path);
-            try
-            {
-                using var session = new Runtime.InferenceSession(path);
-            }
-            catch (Runtime.OrtException e)
-            {
-                throw new InvalidOperationException($"after pass {passName}, ONNX Runtime rejects the model: {e.Message}", e);
-            }
+            using var session = new Compiler.TemporarySession(model, name: "verify");
         }
-        finally
+        catch (Runtime.OrtException e)
         {
-            dir.Delete(recursive: true);
+            throw new InvalidOperationException($"after pass {passName}, ONNX Runtime rejects the model: {e.Message}", e);
         }
     }
 }

@@ -46,19 +46,18 @@ public sealed class OrtCalibrationScores : ICalibrationScores
     public TrimmingScores Measure(Model model, IReadOnlyList<int> consecutiveRuns, CancellationToken cancellationToken = default)
     {
         var s = DecoderStructure.Read(model);
-        using var temp = new TempFolder(_options.TempDirectory);
-        string path = Path.Combine(temp.Path, "calibration.onnx");
         IReadOnlyList<ProbeSegment> segments;
         int length;
+        TemporarySession calibration;
         using (var probes = CalibrationProbes.Attach(model, s, consecutiveRuns))
         {
-            OnnxWriter.Write(model, path);
+            calibration = new TemporarySession(model, _options.Session, "calibration", _options.TempDirectory);
             segments = probes.Segments;
             length = probes.StatsLength;
         }
         var sums = new double[length];
-        using (var session = new InferenceSession(path, _options.Session))
-            RunBatches(session, s, [CalibrationProbes.StatsOutput], "scores", cancellationToken, result => Accumulate(sums, result[0].GetSpan<float>()));
+        using (calibration)
+            RunBatches(calibration.Session, s, [CalibrationProbes.StatsOutput], "scores", cancellationToken, result => Accumulate(sums, result[0].GetSpan<float>()));
         return ToScores(s, segments, sums, _data.TokenCount);
     }
 
@@ -73,18 +72,18 @@ public sealed class OrtCalibrationScores : ICalibrationScores
             for (int c = 0; c < m.Length; c++) m[c] = kept.Contains(moe.ExpertIds[c]) ? 0f : float.NegativeInfinity;
             return m;
         }).ToList();
-        using var temp = new TempFolder(_options.TempDirectory);
-        string full = Path.Combine(temp.Path, "calibration.onnx"), single = Path.Combine(temp.Path, "moe.onnx");
         string exposed;
+        TemporarySession fullModel;
         using (var probes = CalibrationProbes.Attach(model, s, [], [layer]))
         {
-            OnnxWriter.Write(model, full);
+            fullModel = new TemporarySession(model, _options.Session, "calibration", _options.TempDirectory);
             exposed = probes.MoeInputOutputs[layer];
         }
-        OnnxWriter.Write(MoeLayerModel.Extract(model, s, layer), single);
+        using var full = fullModel;
+        using var moeLayer = new TemporarySession(MoeLayerModel.Extract(model, s, layer), _options.Session, "moe", _options.TempDirectory);
         var errors = new double[masks.Count];
-        using var fullSession = new InferenceSession(full, _options.Session);
-        using var moeSession = new InferenceSession(single, _options.Session);
+        var fullSession = full.Session;
+        var moeSession = moeLayer.Session;
         var zero = new float[moe.ExpertIds.Count];
         RunBatches(fullSession, s, [exposed], $"reconstruction layer {layer}", cancellationToken, result =>
                  {
@@ -191,23 +190,5 @@ public sealed class OrtCalibrationScores : ICalibrationScores
             Tokens = tokens, ExpertRouting = routing, MoeSimilarity = moe, MoeSimilarityNoNorm = moeNoNorm,
             BlockSimilarity = block, ConsecutiveSimilarity = runs,
         };
-    }
-
-    /// <summary>A fresh temporary folder, deleted on dispose.</summary>
-    private sealed class TempFolder : IDisposable
-    {
-        public TempFolder(string? parent)
-        {
-            Path = parent == null
-                ? Directory.CreateTempSubdirectory("onnxmoe-calibration-").FullName
-                : Directory.CreateDirectory(System.IO.Path.Combine(parent, "onnxmoe-calibration-" + Guid.NewGuid().ToString("N"))).FullName;
-        }
-
-        public string Path { get; }
-
-        public void Dispose()
-        {
-            try { Directory.Delete(Path, recursive: true); } catch (IOException) { } catch (UnauthorizedAccessException) { }
-        }
     }
 }

@@ -1,4 +1,5 @@
 using OnnxMoe.Checkpoints;
+using OnnxMoe.Compiler;
 using OnnxMoe.Compiler.Awq;
 using OnnxMoe.Ir;
 using OnnxMoe.Lowering;
