@@ -30,8 +30,8 @@ internal static class DiffCommand
             catch (Exception e)
             {
                 // diff's own convention: errors are 2, not the CLI's usual 1 (1 means "different").
-                int code = ErrorReporter.Report(e);
-                return code == 0 ? 0 : Trouble;
+                ErrorReporter.Report(e);
+                return Trouble;
             }
         });
         return command;

@@ -45,15 +45,3 @@ internal static class CliRunner
         throw new InvalidOperationException("cannot find the repository root (OnnxMoe.sln) above " + AppContext.BaseDirectory);
     }
 }
-
-/// <summary>A temporary folder deleted at the end of a test.</summary>
-internal sealed class TempFolder : IDisposable
-{
-    public TempFolder() => Path = Directory.CreateTempSubdirectory("onnxmoe-cli-").FullName;
-    public string Path { get; }
-    public string this[string relative] => System.IO.Path.Combine(Path, relative);
-    public void Dispose()
-    {
-        try { Directory.Delete(Path, recursive: true); } catch (IOException) { }
-    }
-}

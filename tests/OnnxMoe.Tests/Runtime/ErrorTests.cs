@@ -8,7 +8,7 @@ public class ErrorTests
     [Fact]
     public void Malformed_model_gives_ORT_message()
     {
-        using var folder = new TinyOnnx.TempFolder();
+        using var folder = new TempFolder();
         string path = folder.Write("garbage.onnx", "this is not a protobuf model"u8.ToArray());
         var e = Assert.Throws<OrtException>(() => new InferenceSession(path));
         Assert.Contains("garbage.onnx", e.Message);
@@ -117,7 +117,7 @@ public class LibraryResolutionTests
     [Fact]
     public void Environment_variable_wins_over_the_bundled_library()
     {
-        using var folder = new TinyOnnx.TempFolder();
+        using var folder = new TempFolder();
         string custom = folder.Write("libonnxruntime.so", [0]);
         string bundled = folder.Write("libonnxruntime.so.1", [0]);
         Assert.Equal(custom, OnnxMoe.Runtime.Native.OrtLibrary.Resolve(custom, [bundled]));

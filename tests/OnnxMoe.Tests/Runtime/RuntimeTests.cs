@@ -98,7 +98,7 @@ public class RuntimeTests
             [TinyOnnx.Node("Relu", ["x"], ["y"])],
             [TinyOnnx.Value("x", DataType.Float, "n")],
             [TinyOnnx.Value("y", DataType.Float, "n")]);
-        using var folder = new TinyOnnx.TempFolder();
+        using var folder = new TempFolder();
         string path = folder.Write("relu.onnx", model);
         var config = new SessionConfig { IntraOpThreads = 1 };
         const int n = 1 << 18; // 1 MiB of floats

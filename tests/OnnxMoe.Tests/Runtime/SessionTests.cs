@@ -153,7 +153,7 @@ public class SessionTests
             [TinyOnnx.Node("Relu", ["x"], ["y"])],
             [TinyOnnx.Value("x", DataType.Float, "batch", 3, "seq")],
             [TinyOnnx.Value("y", DataType.Float, "batch", 3, "seq")]);
-        using var folder = new TinyOnnx.TempFolder();
+        using var folder = new TempFolder();
         using var session = new InferenceSession(folder.Write("relu.onnx", model));
         var input = session.Inputs.Single();
         Assert.Equal([-1L, 3, -1], input.Shape);
@@ -176,7 +176,7 @@ public class SessionTests
             [TinyOnnx.Value("x", DataType.Float, 4)],
             [TinyOnnx.Value("y", DataType.Float, 4)],
             [TinyOnnx.ExternalInitializer("w", DataType.Float, [4], "model.onnx.data", 16, 16)]);
-        using var folder = new TinyOnnx.TempFolder();
+        using var folder = new TempFolder();
         var data = new byte[32];
         System.Runtime.InteropServices.MemoryMarshal.AsBytes(w.AsSpan()).CopyTo(data.AsSpan(16));
         folder.Write("model.onnx.data", data);

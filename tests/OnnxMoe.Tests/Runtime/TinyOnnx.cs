@@ -91,22 +91,4 @@ internal static class TinyOnnx
             .Child(8, new Message().String(1, "").Int(2, opset))
             .ToArray();
     }
-
-    /// <summary>A fresh temporary folder, deleted on disposal.</summary>
-    public sealed class TempFolder : IDisposable
-    {
-        public string Path { get; } = System.IO.Path.Combine(System.IO.Path.GetTempPath(), "onnxmoe-runtime-tests", Guid.NewGuid().ToString("N"));
-
-        public TempFolder() => Directory.CreateDirectory(Path);
-
-        /// <summary>Writes <paramref name="bytes"/> to <paramref name="fileName"/> in the folder and returns its path.</summary>
-        public string Write(string fileName, byte[] bytes)
-        {
-            string path = System.IO.Path.Combine(Path, fileName);
-            File.WriteAllBytes(path, bytes);
-            return path;
-        }
-
-        public void Dispose() => Directory.Delete(Path, recursive: true);
-    }
 }
