@@ -30,9 +30,8 @@ internal static class AnalyzeCommand
         command.SetAction(parse =>
         {
             string dir = CommonOptions.ExistingFolder(parse.GetValue(source)!, "model");
-            var settings = new CalibrationSettings(parse.GetValue(samples), parse.GetValue(seqLen), parse.GetValue(calibration) ?? CalibrationSettings.DefaultText);
-            if (settings.Samples < 1 || settings.SeqLen < 2) throw new UserErrorException("--samples must be at least 1 and --seq-len at least 2");
-            if (settings.Text != CalibrationSettings.DefaultText) CommonOptions.ExistingFile(settings.Text, "calibration text");
+            var settings = CommonOptions.CheckCalibration(
+                new CalibrationSettings(parse.GetValue(samples), parse.GetValue(seqLen), parse.GetValue(calibration) ?? CalibrationSettings.DefaultText));
             Model model;
             CheckpointFolder? checkpoint = null;
             if (File.Exists(Path.Combine(dir, "model.onnx"))) model = OnnxReader.Read(Path.Combine(dir, "model.onnx"));

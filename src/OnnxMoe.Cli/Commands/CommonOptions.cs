@@ -34,6 +34,15 @@ internal static class CommonOptions
         return new SessionConfig { Device = parsed, IntraOpThreads = threads };
     }
 
+    /// <summary>Checks calibration settings given on the command line (or from a recipe) before any work starts.</summary>
+    public static Compiler.Recipes.CalibrationSettings CheckCalibration(Compiler.Recipes.CalibrationSettings settings)
+    {
+        if (settings.Samples < 1) throw new UserErrorException("--samples must be at least 1");
+        if (settings.SeqLen < 2) throw new UserErrorException("--seq-len must be at least 2");
+        if (settings.Text != Compiler.Recipes.CalibrationSettings.DefaultText) ExistingFile(settings.Text, "calibration text");
+        return settings;
+    }
+
     public static string ExistingFile(string path, string what)
     {
         if (Directory.Exists(path)) throw new UserErrorException($"{path}: is a folder, expected {what} file");

@@ -44,9 +44,7 @@ internal static class CompileCommand
                 SeqLen = parse.GetValue(seqLen) ?? calib.SeqLen,
                 Text = parse.GetValue(calibration) ?? calib.Text,
             };
-            if (calib.Samples < 1) throw new UserErrorException("--samples must be at least 1");
-            if (calib.SeqLen < 2) throw new UserErrorException("--seq-len must be at least 2");
-            if (calib.Text != CalibrationSettings.DefaultText) CommonOptions.ExistingFile(calib.Text, "calibration text");
+            CommonOptions.CheckCalibration(calib);
 
             bool print = parse.GetValue(printIr), ortCheck = parse.GetValue(verifyOrt);
             PipelineRunReport? passReport = null;
