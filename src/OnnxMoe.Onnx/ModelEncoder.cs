@@ -85,7 +85,22 @@ internal sealed class ModelEncoder
         return p;
     }
 
+    private int _graphDepth;
+
     private GraphProto EncodeGraph(Graph g)
+    {
+        _graphDepth++;
+        try
+        {
+            return EncodeGraphBody(g);
+        }
+        finally
+        {
+            _graphDepth--;
+        }
+    }
+
+    private GraphProto EncodeGraphBody(Graph g)
     {
         var hint = g.SerializationHint as GraphHint;
         var p = new GraphProto();
@@ -269,7 +284,7 @@ internal sealed class ModelEncoder
         }
         if (hint?.MetadataProps != null) AddMetadata(p.MetadataProps, hint.MetadataProps);
 
-        if (initializer && _external != null && _external.TryPlace(t, out long offset))
+        if (initializer && _external != null && (!_external.TopLevelOnly || _graphDepth == 1) && _external.TryPlace(t, out long offset))
         {
             p.DataLocation = 1;
             p.ExternalData.Add(Entry("location", _external.Location));
@@ -317,6 +332,8 @@ internal sealed class ExternalPlan
     }
 
     public string Location { get; }
+    /// <summary>Only the main graph's initializers go external (ORT takes in-memory external data for those alone).</summary>
+    public bool TopLevelOnly { get; init; }
     public List<(Tensor Tensor, long Offset)> Entries { get; } = new();
     public long Size { get; private set; }
 

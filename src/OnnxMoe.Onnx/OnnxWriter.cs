@@ -1,6 +1,7 @@
 using Google.Protobuf;
 using OnnxMoe.Ir;
 using OnnxMoe.Ir.Tensors;
+
 using OnnxMoe.Onnx.Proto;
 
 namespace OnnxMoe.Onnx;
@@ -26,6 +27,27 @@ public sealed record OnnxWriteOptions
     public string? DataFileName { get; init; }
 
     public static OnnxWriteOptions Embedded { get; } = new() { ExternalData = ExternalDataMode.Embed };
+}
+
+/// <summary>A model serialized for an in-memory session (<see cref="OnnxWriter.ToMemory"/>): the ModelProto bytes and the
+/// image of the external data file they refer to (null when every tensor is embedded). Owns the image; dispose it
+/// once the session that reads it is gone.</summary>
+public sealed class InMemoryModel(byte[] proto, string dataFileName, NativeBuffer? data) : IDisposable
+{
+    public const string DefaultDataFileName = "model.onnx.data";
+    public byte[] Proto { get; } = proto;
+    public string DataFileName { get; } = dataFileName;
+    public NativeBuffer? Data { get; private set; } = data;
+
+    /// <summary>Hands the data image to a new owner (e.g. a session); this object no longer frees it.</summary>
+    public NativeBuffer? DetachData()
+    {
+        var d = Data;
+        Data = null;
+        return d;
+    }
+
+    public void Dispose() => Data?.Dispose();
 }
 
 /// <summary>What a write produced. <see cref="DataPath"/> is null when no tensor went external.</summary>
@@ -99,6 +121,38 @@ public static class OnnxWriter
         return new ModelEncoder(null).EncodeModel(model).ToByteArray();
     }
 
+    /// <summary>
+    /// Serializes a model for an in-memory ORT session: the ModelProto (small tensors embedded) and, for the main
+    /// graph's initializers of at least <see cref="OnnxWriteOptions.ExternalThreshold"/> bytes, one aligned native
+    /// image of the external data file <see cref="InMemoryModel.DataFileName"/> that the proto refers to. Tensors
+    /// stream into the image one at a time; nothing touches the disk.
+    /// </summary>
+    public static InMemoryModel ToMemory(Model model, OnnxWriteOptions? options = null)
+    {
+        options ??= new OnnxWriteOptions();
+        string dataName = options.DataFileName ?? InMemoryModel.DefaultDataFileName;
+        var plan = new ExternalPlan(dataName, options) { TopLevelOnly = true };
+        var proto = new ModelEncoder(plan).EncodeModel(model);
+        long embedded = proto.CalculateSize();
+        if (embedded > MaxEmbeddedBytes)
+            throw new OnnxFormatException($"model proto would be {embedded} bytes, over the 2 GiB protobuf limit; lower the external-data threshold");
+        NativeBuffer? data = null;
+        if (plan.Entries.Count > 0)
+        {
+            data = new NativeBuffer(plan.Size, options.PageAlignment);
+            try
+            {
+                WriteData(plan, data.AsStream());
+            }
+            catch
+            {
+                data.Dispose();
+                throw;
+            }
+        }
+        return new InMemoryModel(proto.ToByteArray(), dataName, data);
+    }
+
     /// <summary>Tensor bytes that stay inside the ModelProto when initializers of at least <paramref name="threshold"/> bytes go external. Reads no data.</summary>
     private static long EmbeddedBytes(Model model, long threshold)
     {
@@ -148,7 +202,15 @@ public static class OnnxWriter
     private static long WriteData(ExternalPlan plan, string tmpPath)
     {
         using var fs = new FileStream(tmpPath, FileMode.CreateNew, FileAccess.Write, FileShare.None, 1 << 20);
-        var counter = new CountingStream(fs);
+        long written = WriteData(plan, fs);
+        fs.Flush();
+        return written;
+    }
+
+    /// <summary>Streams the plan's tensors into <paramref name="target"/> at their offsets (zero padding between); returns the bytes written.</summary>
+    private static long WriteData(ExternalPlan plan, Stream target)
+    {
+        var counter = new CountingStream(target);
         var zeros = new byte[plan.Entries.Count == 0 ? 0 : 4096];
         foreach (var (tensor, offset) in plan.Entries)
         {
@@ -160,7 +222,6 @@ public static class OnnxWriter
             if (written != tensor.ByteLength)
                 throw new InvalidOperationException($"tensor {tensor.Name} ({tensor}) wrote {written} bytes, expected {tensor.ByteLength}");
         }
-        fs.Flush();
         return counter.Position;
     }
 

@@ -1,39 +1,69 @@
-using OnnxMoe.Runtime.Native;
+using OnnxMoe.Ir.Tensors;
+using Ort = Microsoft.ML.OnnxRuntime;
 
 namespace OnnxMoe.Runtime;
 
 /// <summary>
-/// An ORT session over a model file (external data is resolved relative to the model's folder).
-/// Owns the native session; dispose it. <see cref="Run"/> may be called from several threads at once.
+/// An ORT session over a model file (external data is resolved relative to the model's folder) or over
+/// model bytes held in memory. Owns the binding's session; dispose it. <see cref="Run"/> may be called from
+/// several threads at once.
 /// </summary>
 public sealed class InferenceSession : IDisposable
 {
-    private readonly OrtSessionHandle _session;
-    private readonly Dictionary<string, byte[]> _inputNames;
-    private readonly Dictionary<string, byte[]> _outputNames;
+    private static readonly Ort.RunOptions s_defaultRunOptions = new();
+    private readonly Ort.InferenceSession _session;
+    private readonly HashSet<string> _inputNames;
+    private readonly HashSet<string> _outputNames;
+    private readonly IReadOnlyList<ExternalDataFile> _ownedData;
+    private bool _disposed;
 
     /// <summary>Loads <paramref name="modelPath"/>; throws <see cref="OrtException"/> with ORT's message when it cannot.</summary>
     public InferenceSession(string modelPath, SessionConfig? config = null)
+        : this(Path.GetFullPath(modelPath), null, config, null) { }
+
+    /// <summary>
+    /// A session over a serialized model in memory; nothing is written to disk. <paramref name="externalData"/> are the
+    /// images of the external-data files the model refers to (by file name), read by ORT in place (no copy where the
+    /// tensors are aligned); the session owns them from now on and frees them after itself. <paramref name="displayName"/>
+    /// names the model in errors.
+    /// </summary>
+    public InferenceSession(byte[] model, string displayName, SessionConfig? config = null, IReadOnlyList<ExternalDataFile>? externalData = null)
+        : this(displayName, model, config, externalData) { }
+
+    private InferenceSession(string name, byte[]? bytes, SessionConfig? config, IReadOnlyList<ExternalDataFile>? externalData)
     {
-        ModelPath = Path.GetFullPath(modelPath);
+        ModelPath = name;
         config ??= new SessionConfig();
-        using (var options = config.CreateNative())
-            _session = OrtApi.CreateSession(OrtRuntime.Environment, ModelPath, options);
+        _ownedData = externalData ?? [];
         try
         {
-            Inputs = ReadInfos(output: false);
-            Outputs = ReadInfos(output: true);
+            using var options = config.CreateNative();
+            if (_ownedData.Count > 0)
+            {
+                // The images live as long as the session, so ORT may use them as the initializers' memory.
+                options.AddSessionConfigEntry("session.use_external_initializer_file_buffers_directly", "1");
+                InMemoryExternalData.Add(options, _ownedData);
+            }
+            _session = bytes is null ? new Ort.InferenceSession(name, options) : new Ort.InferenceSession(bytes, options);
+        }
+        catch (Ort.OnnxRuntimeException e)
+        {
+            DisposeData();
+            throw OrtException.From(e, name);
         }
         catch
         {
-            _session.Dispose();
+            DisposeData();
             throw;
         }
-        _inputNames = Inputs.ToDictionary(i => i.Name, i => OrtApi.Utf8(i.Name), StringComparer.Ordinal);
-        _outputNames = Outputs.ToDictionary(o => o.Name, o => OrtApi.Utf8(o.Name), StringComparer.Ordinal);
+        Inputs = _session.InputNames.Select(n => TensorInfo.Read(n, _session.InputMetadata[n])).ToArray();
+        Outputs = _session.OutputNames.Select(n => TensorInfo.Read(n, _session.OutputMetadata[n])).ToArray();
+        _inputNames = new HashSet<string>(_session.InputNames, StringComparer.Ordinal);
+        _outputNames = new HashSet<string>(_session.OutputNames, StringComparer.Ordinal);
         Device = config.Device;
     }
 
+    /// <summary>The model file's full path, or the display name of an in-memory model.</summary>
     public string ModelPath { get; }
     public ExecutionDevice Device { get; }
     public IReadOnlyList<TensorInfo> Inputs { get; }
@@ -48,70 +78,51 @@ public sealed class InferenceSession : IDisposable
     /// Unknown names throw <see cref="ArgumentException"/>; ORT failures throw <see cref="OrtException"/>;
     /// cancellation throws <see cref="OperationCanceledException"/>.
     /// </summary>
-    public unsafe RunResult Run(IEnumerable<KeyValuePair<string, OrtValue>> inputs, IReadOnlyList<string>? outputNames = null,
+    public RunResult Run(IEnumerable<KeyValuePair<string, OrtValue>> inputs, IReadOnlyList<string>? outputNames = null,
         CancellationToken cancellationToken = default)
     {
-        ObjectDisposedException.ThrowIf(_session.IsClosed, this);
+        ObjectDisposedException.ThrowIf(_disposed, this);
         var given = inputs.ToList();
         var names = outputNames ?? Outputs.Select(o => o.Name).ToList();
-        var inputNameBytes = new byte[given.Count][];
         var seen = new HashSet<string>(StringComparer.Ordinal);
+        var inputNames = new string[given.Count];
+        var inputValues = new Ort.OrtValue[given.Count];
         for (int i = 0; i < given.Count; i++)
         {
             string name = given[i].Key;
-            if (!_inputNames.TryGetValue(name, out inputNameBytes[i]!))
-                throw new ArgumentException($"model {ModelPath} has no input named '{name}'; its inputs are: {string.Join(", ", _inputNames.Keys)}");
+            if (!_inputNames.Contains(name))
+                throw new ArgumentException($"model {ModelPath} has no input named '{name}'; its inputs are: {string.Join(", ", _session.InputNames)}");
             if (!seen.Add(name)) throw new ArgumentException($"input '{name}' is given twice");
             ArgumentNullException.ThrowIfNull(given[i].Value, $"input '{name}'");
+            inputNames[i] = name;
+            inputValues[i] = given[i].Value.Native;
         }
-        var outputNameBytes = new byte[names.Count][];
-        for (int i = 0; i < names.Count; i++)
-            if (!_outputNames.TryGetValue(names[i], out outputNameBytes[i]!))
-                throw new ArgumentException($"model {ModelPath} has no output named '{names[i]}'; its outputs are: {string.Join(", ", _outputNames.Keys)}");
+        foreach (var name in names)
+            if (!_outputNames.Contains(name))
+                throw new ArgumentException($"model {ModelPath} has no output named '{name}'; its outputs are: {string.Join(", ", _session.OutputNames)}");
 
-        var inputHandles = new IntPtr[given.Count];
-        var outputHandles = new IntPtr[names.Count];
-        using var inputNamePointers = new PinnedCStrings(inputNameBytes);
-        using var outputNamePointers = new PinnedCStrings(outputNameBytes);
-        var refs = new List<OrtValueHandle>(given.Count);
+        cancellationToken.ThrowIfCancellationRequested();
+        using var runOptions = cancellationToken.CanBeCanceled ? new Ort.RunOptions() : null;
+        using var registration = runOptions is null ? default : cancellationToken.Register(() => runOptions.Terminate = true);
+        Ort.IDisposableReadOnlyCollection<Ort.OrtValue> outputs;
         try
         {
-            // Keep the input handles from being released by another thread's Dispose during the call.
-            foreach (var (_, value) in given)
-            {
-                var handle = value.Handle;
-                bool added = false;
-                handle.DangerousAddRef(ref added);
-                refs.Add(handle);
-                inputHandles[refs.Count - 1] = handle.DangerousGetHandle();
-            }
-            using var runOptions = cancellationToken.CanBeCanceled ? OrtApi.CreateRunOptions() : null;
-            using var registration = runOptions is null ? default : cancellationToken.Register(() => OrtApi.RunOptionsSetTerminate(runOptions));
-            cancellationToken.ThrowIfCancellationRequested();
-            try
-            {
-                fixed (IntPtr* inputPtrs = inputHandles)
-                fixed (IntPtr* outputPtrs = outputHandles)
-                    OrtApi.Run(_session, runOptions, inputNamePointers.Pointers, inputPtrs, given.Count,
-                        outputNamePointers.Pointers, names.Count, outputPtrs);
-            }
-            catch (OrtException e) when (cancellationToken.IsCancellationRequested)
-            {
-                throw new OperationCanceledException($"run of {ModelPath} was cancelled ({e.Message})", e, cancellationToken);
-            }
+            outputs = _session.Run(runOptions ?? s_defaultRunOptions, inputNames, inputValues, names as IReadOnlyCollection<string> ?? names.ToArray());
         }
-        catch
+        catch (Ort.OnnxRuntimeException e) when (cancellationToken.IsCancellationRequested)
         {
-            foreach (var p in outputHandles)
-                if (p != IntPtr.Zero) OrtApi.Release(Slot.ReleaseValue, p);
-            throw;
+            throw new OperationCanceledException($"run of {ModelPath} was cancelled ({e.Message})", e, cancellationToken);
+        }
+        catch (Ort.OnnxRuntimeException e)
+        {
+            throw OrtException.From(e);
         }
         finally
         {
-            foreach (var h in refs) h.DangerousRelease();
             GC.KeepAlive(given); // the values (and the managed memory they pin) must outlive the native call
         }
-        return new RunResult(names.ToArray(), Array.ConvertAll(outputHandles, OrtValue.Own));
+        // The collection's Dispose would release the values; ownership moves to the RunResult instead.
+        return new RunResult(names.ToArray(), outputs.Select(OrtValue.Own).ToArray());
     }
 
     /// <summary>Runs the model and copies the first requested output's elements into a managed array.</summary>
@@ -121,19 +132,17 @@ public sealed class InferenceSession : IDisposable
         return result[0].ToArray<T>();
     }
 
-    public void Dispose() => _session.Dispose();
-
-    private TensorInfo[] ReadInfos(bool output)
+    public void Dispose()
     {
-        int count = OrtApi.SessionGetCount(_session, output);
-        var infos = new TensorInfo[count];
-        for (int i = 0; i < count; i++)
-        {
-            string name = OrtApi.SessionGetName(_session, output, i);
-            using var typeInfo = OrtApi.SessionGetTypeInfo(_session, output, i);
-            infos[i] = TensorInfo.Read(name, typeInfo);
-        }
-        return infos;
+        if (_disposed) return;
+        _disposed = true;
+        _session.Dispose();
+        DisposeData();
+    }
+
+    private void DisposeData()
+    {
+        foreach (var d in _ownedData) d.Data.Dispose();
     }
 }
 

@@ -3,37 +3,44 @@ using System.Runtime.CompilerServices;
 using System.Runtime.InteropServices;
 using OnnxMoe.Ir;
 using OnnxMoe.Ir.Tensors;
-using OnnxMoe.Runtime.Native;
+using Ort = Microsoft.ML.OnnxRuntime;
 
 namespace OnnxMoe.Runtime;
 
 /// <summary>
-/// An ORT value (a tensor, for everything this wrapper creates). Whoever creates it or receives it from
-/// <see cref="InferenceSession.Run"/> owns it and must dispose it. A tensor created over managed memory
-/// keeps that memory pinned until disposal, and reads and writes go straight to it (no copy).
+/// An ORT value (a tensor, for everything this wrapper creates), over the binding's
+/// <see cref="Ort.OrtValue"/>. Whoever creates it or receives it from <see cref="InferenceSession.Run"/> owns it
+/// and must dispose it. A tensor created over managed memory keeps that memory pinned until disposal, and reads
+/// and writes go straight to it (no copy).
 /// </summary>
 public sealed class OrtValue : IDisposable
 {
-    private readonly OrtValueHandle _handle;
-    private readonly ManagedPin? _pin;
+    private readonly Ort.OrtValue _value;
+    private readonly IDisposable? _pin;
+    /// <summary>Where the tensor's bytes are, when this wrapper knows (memory it pinned or allocated); the binding
+    /// cannot give raw spans of sub-byte element types (int4, uint4), so those always go through here.</summary>
+    private readonly IntPtr _knownData;
+    private bool _disposed;
     private long[]? _shape;
     private DataType? _elementType;
 
-    private OrtValue(OrtValueHandle handle, ManagedPin? pin = null)
+    private OrtValue(Ort.OrtValue value, IDisposable? pin = null, IntPtr knownData = default)
     {
-        _handle = handle;
+        _value = value;
         _pin = pin;
+        _knownData = knownData;
     }
 
     /// <summary>Takes ownership of a value ORT produced.</summary>
-    internal static OrtValue Own(IntPtr value) => new(new OrtValueHandle(value));
+    internal static OrtValue Own(Ort.OrtValue value) => new(value);
 
-    internal OrtValueHandle Handle
+    /// <summary>The binding's value (for calls into Microsoft.ML.OnnxRuntime); stays owned by this object.</summary>
+    internal Ort.OrtValue Native
     {
         get
         {
-            ObjectDisposedException.ThrowIf(_handle.IsClosed, this);
-            return _handle;
+            ObjectDisposedException.ThrowIf(_disposed, this);
+            return _value;
         }
     }
 
@@ -52,8 +59,15 @@ public sealed class OrtValue : IDisposable
         var pin = data.Pin();
         try
         {
-            var handle = OrtApi.CreateTensorWithData(OrtRuntime.CpuMemoryInfo, pin.Pointer, byteLength, shape, (int)elementType);
-            return new OrtValue(handle, new ManagedPin(pin));
+            OrtRuntime.EnsureInitialized();
+            var value = Ort.OrtValue.CreateTensorValueWithData(Ort.OrtMemoryInfo.DefaultInstance, (Ort.Tensors.TensorElementType)(int)elementType,
+                shape.ToArray(), (IntPtr)pin.Pointer, byteLength);
+            return new OrtValue(value, new ManagedPin(pin), (IntPtr)pin.Pointer);
+        }
+        catch (Ort.OnnxRuntimeException e)
+        {
+            pin.Dispose();
+            throw OrtException.From(e);
         }
         catch
         {
@@ -62,12 +76,37 @@ public sealed class OrtValue : IDisposable
         }
     }
 
+    /// <summary>Tensor over native memory the caller keeps alive and unchanged until this value (and any session using it) is disposed.</summary>
+    public static OrtValue CreateOverNative(IntPtr data, long byteLength, ReadOnlySpan<long> shape, DataType elementType)
+    {
+        CheckLayout(elementType, shape, byteLength);
+        if (byteLength == 0) return Allocate(elementType, shape);
+        OrtRuntime.EnsureInitialized();
+        try
+        {
+            return new OrtValue(Ort.OrtValue.CreateTensorValueWithData(Ort.OrtMemoryInfo.DefaultInstance, (Ort.Tensors.TensorElementType)(int)elementType,
+                shape.ToArray(), data, byteLength));
+        }
+        catch (Ort.OnnxRuntimeException e)
+        {
+            throw OrtException.From(e);
+        }
+    }
+
     /// <summary>Tensor in memory ORT allocates (contents unspecified); fill it through <see cref="GetSpan{T}"/> or <see cref="GetBytes"/>.</summary>
     public static OrtValue Allocate(DataType elementType, ReadOnlySpan<long> shape)
     {
         if (elementType == DataType.String) throw new ArgumentException("use FromTensor with a StringTensor for string tensors");
         CheckLayout(elementType, shape, byteLength: null);
-        return new OrtValue(OrtApi.CreateTensor(shape, (int)elementType));
+        OrtRuntime.EnsureInitialized();
+        try
+        {
+            return new OrtValue(Ort.OrtValue.CreateAllocatedTensorValue(Ort.OrtAllocator.DefaultInstance, (Ort.Tensors.TensorElementType)(int)elementType, shape.ToArray()));
+        }
+        catch (Ort.OnnxRuntimeException e)
+        {
+            throw OrtException.From(e);
+        }
     }
 
     /// <summary>ORT-allocated tensor holding a copy of <paramref name="data"/> (for data a span cannot keep alive).</summary>
@@ -85,10 +124,16 @@ public sealed class OrtValue : IDisposable
     {
         if (tensor is StringTensor strings)
         {
-            var value = new OrtValue(OrtApi.CreateTensor(tensor.Shape, (int)DataType.String));
+            OrtRuntime.EnsureInitialized();
+            var value = new OrtValue(Ort.OrtValue.CreateTensorWithEmptyStrings(Ort.OrtAllocator.DefaultInstance, tensor.Shape.ToArray()));
             try
             {
-                OrtApi.FillStringTensor(value.Handle, strings.Values);
+                for (int i = 0; i < strings.Values.Count; i++)
+                {
+                    if (Array.IndexOf(strings.Values[i], (byte)0) >= 0)
+                        throw new ArgumentException($"string tensor element {i} contains a NUL byte, which ORT's C API cannot pass");
+                    value._value.StringTensorSetElementAt(strings.Values[i], i);
+                }
             }
             catch
             {
@@ -102,7 +147,7 @@ public sealed class OrtValue : IDisposable
         return result;
     }
 
-    public OnnxValueKind Kind => (OnnxValueKind)OrtApi.GetValueType(Handle);
+    public OnnxValueKind Kind => (OnnxValueKind)(int)Native.OnnxType;
 
     /// <summary>Element type of a tensor value.</summary>
     public DataType ElementType
@@ -141,7 +186,7 @@ public sealed class OrtValue : IDisposable
         var type = ElementType;
         if (type == DataType.String || type.BitWidth() != Unsafe.SizeOf<T>() * 8)
             throw new InvalidOperationException($"cannot view a {type.Name()} tensor as {typeof(T).Name}");
-        return new Span<T>((void*)OrtApi.GetTensorMutableData(Handle), checked((int)ElementCount));
+        return MemoryMarshal.Cast<byte, T>(GetBytes());
     }
 
     /// <summary>The tensor's raw bytes in place (ONNX raw layout; sub-byte types packed), valid until disposal.</summary>
@@ -150,7 +195,12 @@ public sealed class OrtValue : IDisposable
         var type = ElementType;
         if (type == DataType.String) throw new InvalidOperationException("string tensors have no raw byte layout");
         long length = type.ByteCount(ElementCount);
-        return new Span<byte>((void*)OrtApi.GetTensorMutableData(Handle), checked((int)length));
+        if (_knownData != IntPtr.Zero || length == 0)
+            return new Span<byte>((void*)_knownData, checked((int)length));
+        if (type.BitWidth() < 8)
+            throw new NotSupportedException($"raw bytes of a {type.Name()} tensor ORT allocated are not reachable through the binding");
+        var bytes = Native.GetTensorMutableRawData();
+        return bytes.Length == length ? bytes : bytes[..checked((int)length)];
     }
 
     /// <summary>Copy of the elements into a new managed array.</summary>
@@ -161,7 +211,12 @@ public sealed class OrtValue : IDisposable
     {
         var shape = Shape;
         if (ElementType == DataType.String)
-            return new StringTensor(shape, OrtApi.GetStringTensorContent(Handle, checked((int)ElementCount)));
+                    {
+            int count = checked((int)ElementCount);
+            var values = new byte[count][];
+            for (int i = 0; i < count; i++) values[i] = Native.GetStringElementAsSpan(i).ToArray();
+            return new StringTensor(shape, values);
+        }
         return new InMemoryTensor(ElementType, shape, GetBytes().ToArray());
     }
 
@@ -169,26 +224,26 @@ public sealed class OrtValue : IDisposable
     public float[] ToFloatArray() => ToTensor().ToFloatArray();
 
     public override string ToString() =>
-        _handle.IsClosed ? "OrtValue(disposed)" : $"{ElementType.Name()}[{string.Join(",", Shape)}]";
+        _disposed ? "OrtValue(disposed)" : $"{ElementType.Name()}[{string.Join(",", Shape)}]";
 
     /// <summary>Releases the native value, then unpins any managed memory it was created over.</summary>
     public void Dispose()
     {
-        _handle.Dispose();
+        if (_disposed) return;
+        _disposed = true;
+        _value.Dispose();
         _pin?.Dispose();
     }
 
     private void ReadTypeAndShape()
     {
         if (Kind != OnnxValueKind.Tensor) throw new InvalidOperationException($"ORT value is a {Kind}, not a tensor");
-        using var info = OrtApi.GetTensorTypeAndShape(Handle);
-        var raw = info.DangerousGetHandle();
-        _elementType = (DataType)OrtApi.GetElementType(raw);
-        _shape = OrtApi.GetDimensions(raw);
-        GC.KeepAlive(info);
+        var info = Native.GetTensorTypeAndShape();
+        _elementType = (DataType)(int)info.ElementDataType;
+        _shape = info.Shape;
     }
 
-    private static void CheckLayout(DataType elementType, ReadOnlySpan<long> shape, long? byteLength)
+    private static long CheckLayout(DataType elementType, ReadOnlySpan<long> shape, long? byteLength)
     {
         long elements = 1;
         foreach (var d in shape)
@@ -197,9 +252,13 @@ public sealed class OrtValue : IDisposable
             elements = checked(elements * d);
         }
         if (elementType.BitWidth() == 0) throw new ArgumentException($"element type {elementType.Name()} has no fixed size");
+        if (elementType.BitWidth() < 8)
+            throw new NotSupportedException($"{elementType.Name()} tensors cannot be created through the ONNX Runtime C# binding (it has no sub-byte element types); " +
+                "pack them into a uint8 tensor, as MatMulNBits does");
         long needed = elementType.ByteCount(elements);
         if (byteLength is long given && given != needed)
             throw new ArgumentException($"a {elementType.Name()}[{string.Join(",", shape.ToArray())}] tensor needs {needed} bytes, the data has {given}");
+        return needed;
     }
 
     /// <summary>Keeps managed memory pinned for a value; if the value is never disposed, the finalizer unpins it

@@ -1,4 +1,4 @@
-using OnnxMoe.Runtime.Native;
+using Ort = Microsoft.ML.OnnxRuntime;
 
 namespace OnnxMoe.Runtime;
 
@@ -15,7 +15,7 @@ public enum GraphOptimizationLevel
 public enum ExecutionDevice
 {
     Cpu,
-    /// <summary>CUDA execution provider (needs a GPU build of ORT via ONNXMOE_ORT_LIBRARY); CPU serves nodes CUDA lacks.</summary>
+    /// <summary>CUDA execution provider (needs a build with -p:OrtFlavor=gpu or a GPU library via ONNXMOE_ORT_LIBRARY); CPU serves nodes CUDA lacks.</summary>
     Cuda,
 }
 
@@ -49,20 +49,27 @@ public sealed class SessionConfig
         _ => throw new ArgumentException($"unknown device '{text}': expected cpu or cuda"),
     };
 
-    /// <summary>Builds native session options; the caller owns (and disposes) the handle.</summary>
-    internal OrtSessionOptionsHandle CreateNative()
+    /// <summary>Builds the binding's session options; the caller owns (and disposes) them.</summary>
+    internal Ort.SessionOptions CreateNative()
     {
         if (IntraOpThreads < 0) throw new ArgumentException($"intra-op threads must be >= 0, got {IntraOpThreads}");
         if (InterOpThreads < 0) throw new ArgumentException($"inter-op threads must be >= 0, got {InterOpThreads}");
-        var options = OrtApi.CreateSessionOptions();
+        OrtRuntime.EnsureInitialized();
+        var options = new Ort.SessionOptions();
         try
         {
-            OrtApi.SetGraphOptimizationLevel(options, (int)OptimizationLevel);
-            if (IntraOpThreads > 0) OrtApi.SetIntraOpNumThreads(options, IntraOpThreads);
-            if (InterOpThreads > 0) OrtApi.SetInterOpNumThreads(options, InterOpThreads);
-            foreach (var (key, value) in ConfigEntries) OrtApi.AddSessionConfigEntry(options, key, value);
+            options.LogSeverityLevel = OrtRuntime.LogLevel;
+            options.GraphOptimizationLevel = (Ort.GraphOptimizationLevel)(int)OptimizationLevel;
+            if (IntraOpThreads > 0) options.IntraOpNumThreads = IntraOpThreads;
+            if (InterOpThreads > 0) options.InterOpNumThreads = InterOpThreads;
+            foreach (var (key, value) in ConfigEntries) options.AddSessionConfigEntry(key, value);
             if (Device == ExecutionDevice.Cuda) AppendCuda(options);
             return options;
+        }
+        catch (Ort.OnnxRuntimeException e)
+        {
+            options.Dispose();
+            throw OrtException.From(e);
         }
         catch
         {
@@ -71,23 +78,28 @@ public sealed class SessionConfig
         }
     }
 
-    private void AppendCuda(OrtSessionOptionsHandle options)
+    /// <summary>Adds the CUDA provider, or explains in one line what is missing: a GPU build of ORT, or the CUDA libraries it loads.</summary>
+    private void AppendCuda(Ort.SessionOptions options)
     {
-        var entries = new List<KeyValuePair<string, string>> { new("device_id", CudaDeviceId.ToString(System.Globalization.CultureInfo.InvariantCulture)) };
-        entries.AddRange(CudaProviderOptions.Where(e => e.Key != "device_id"));
+        if (!OrtRuntime.AvailableProviders.Contains("CUDAExecutionProvider"))
+            throw new OrtException(OrtErrorCode.EpFail,
+                $"--device cuda: ONNX Runtime {OrtRuntime.Version} at {OrtRuntime.LibraryPath} has no CUDA execution provider (providers: " +
+                $"{string.Join(", ", OrtRuntime.AvailableProviders)}); build onnxmoe with -p:OrtFlavor=gpu (NuGet Microsoft.ML.OnnxRuntime.Gpu.Linux), " +
+                $"or set {OrtRuntime.LibraryPathVariable} to the libonnxruntime.so of an ONNX Runtime {OrtLibrary.MajorMinor(OrtRuntime.BindingVersion)} GPU release, or use --device cpu");
+        var entries = new Dictionary<string, string> { ["device_id"] = CudaDeviceId.ToString(System.Globalization.CultureInfo.InvariantCulture) };
+        foreach (var (key, value) in CudaProviderOptions.Where(e => e.Key != "device_id")) entries[key] = value;
         try
         {
-            using var cuda = OrtApi.CreateCudaProviderOptions();
-            OrtApi.UpdateCudaProviderOptions(cuda, entries);
-            OrtApi.AppendCudaProvider(options, cuda);
+            using var cuda = new Ort.OrtCUDAProviderOptions();
+            cuda.UpdateOptions(entries);
+            options.AppendExecutionProvider_CUDA(cuda);
         }
-        catch (OrtException e)
+        catch (Ort.OnnxRuntimeException e)
         {
-            throw new OrtException(e.Code,
-                $"CUDA execution provider requested but ONNX Runtime {OrtRuntime.Version} at {OrtRuntime.LibraryPath} cannot provide it: {e.Message} " +
-                $"(the CPU library fetched by the onnxmoe build has no CUDA provider; set {OrtRuntime.LibraryPathVariable} to libonnxruntime.so of an " +
-                "ONNX Runtime GPU release, with libonnxruntime_providers_shared.so and libonnxruntime_providers_cuda.so beside it and CUDA/cuDNN installed, " +
-                "or use --device cpu)", e);
+            var inner = OrtException.From(e);
+            throw new OrtException(inner.Code,
+                $"--device cuda: the CUDA execution provider of ONNX Runtime {OrtRuntime.Version} ({OrtRuntime.LibraryPath}) cannot be loaded: " +
+                $"{OrtLibrary.OneLine(inner.Message)} (it needs an NVIDIA driver, the CUDA 13 runtime, cuBLAS and cuDNN 9 on the library path; or use --device cpu)", e);
         }
     }
 }

@@ -1,5 +1,5 @@
 using OnnxMoe.Ir;
-using OnnxMoe.Runtime.Native;
+using Ort = Microsoft.ML.OnnxRuntime;
 
 namespace OnnxMoe.Runtime;
 
@@ -44,19 +44,16 @@ public sealed class TensorInfo
         return $"{Name}: {ElementType.Name()}[{string.Join(",", dims)}]";
     }
 
-    internal static TensorInfo Read(string name, OrtTypeInfoHandle typeInfo)
+    internal static TensorInfo Read(string name, Ort.NodeMetadata meta)
     {
-        var kind = (OnnxValueKind)OrtApi.GetOnnxType(typeInfo);
+        var kind = (OnnxValueKind)(int)meta.OnnxValueType;
         if (kind != OnnxValueKind.Tensor && kind != OnnxValueKind.SparseTensor)
             return new TensorInfo(name, kind, DataType.Undefined, [], []);
-        IntPtr tensorInfo = OrtApi.CastToTensorInfo(typeInfo);
-        if (tensorInfo == IntPtr.Zero)
-            return new TensorInfo(name, kind, DataType.Undefined, [], []);
-        var elementType = (DataType)OrtApi.GetElementType(tensorInfo);
-        var shape = OrtApi.GetDimensions(tensorInfo);
-        var symbolic = OrtApi.GetSymbolicDimensions(tensorInfo, shape.Length);
-        GC.KeepAlive(typeInfo);
-        var names = Array.ConvertAll(symbolic, s => string.IsNullOrEmpty(s) ? null : s);
+        var elementType = (DataType)(int)meta.ElementDataType;
+        var shape = Array.ConvertAll(meta.Dimensions, d => (long)d);
+        var symbolic = meta.SymbolicDimensions ?? [];
+        var names = new string?[shape.Length];
+        for (int i = 0; i < shape.Length; i++) names[i] = i < symbolic.Length && !string.IsNullOrEmpty(symbolic[i]) ? symbolic[i] : null;
         return new TensorInfo(name, kind, elementType, shape, names);
     }
 }

@@ -86,7 +86,7 @@ internal static class CompileCommand
     {
         try
         {
-            using var session = new Compiler.TemporarySession(model, name: "verify");
+            using var session = new Compiler.InMemorySession(model, name: "verify");
         }
         catch (Runtime.OrtException e)
         {

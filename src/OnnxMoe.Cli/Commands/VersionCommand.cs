@@ -13,7 +13,7 @@ internal static class VersionCommand
         {
             string version = typeof(VersionCommand).Assembly.GetCustomAttribute<AssemblyInformationalVersionAttribute>()?.InformationalVersion.Split('+')[0] ?? "?";
             Console.WriteLine($"onnxmoe {version}");
-            Console.WriteLine($"onnxruntime {OrtRuntime.Version} (C API {OrtRuntime.ApiVersion})");
+            Console.WriteLine($"onnxruntime {OrtRuntime.Version} (binding Microsoft.ML.OnnxRuntime.Managed {OrtRuntime.BindingVersion})");
             Console.WriteLine($"library {OrtRuntime.LibraryPath}");
             Console.WriteLine($"providers {string.Join(", ", OrtRuntime.AvailableProviders)}");
             return 0;

@@ -67,7 +67,7 @@ public static class ActivationCapture
         SessionConfig? config, Action<AwqProgress>? progress, CancellationToken cancellation = default)
     {
         var probe = SubgraphExtractor.Extract(model, [], values);
-        using var session = new TemporarySession(probe, config, "activation_probe");
+        using var session = new InMemorySession(probe, config, "activation_probe");
         var records = new Dictionary<Value, ActivationRecord>(ReferenceEqualityComparer.Instance);
         var names = values.Select(v => v.Name).ToList();
         for (int i = 0; i < samples.Count; i++)

@@ -120,7 +120,7 @@ public sealed class AwqCalibrator
         var wMean = _options.DuoScaling ? WeightChannelMeans(original, weights, channels, format.BlockSize) : null;
 
         var module = SubgraphExtractor.Extract(model, [group.Input], [group.ModuleOutput], weights);
-        using var session = new TemporarySession(module, _options.Session, "awq_module");
+        using var session = new InMemorySession(module, _options.Session, "awq_module");
         var fixedInputs = group.ReadsDecoderInputs ? DecoderInputs.Create(session.Session, samples, searchIds) : new Dictionary<string, OrtValue>();
         var xType = session.Session.Inputs.First(i => i.Name == group.Input.Name).ElementType;
         try

@@ -14,7 +14,7 @@ namespace OnnxMoe.Compiler.Awq;
 /// </summary>
 internal sealed class ClipErrorGraph : IDisposable
 {
-    private readonly TemporarySession _session;
+    private readonly InMemorySession _session;
     private readonly int _blockSize;
 
     public ClipErrorGraph(int blockSize, SessionConfig? config)
@@ -28,7 +28,7 @@ internal sealed class ClipErrorGraph : IDisposable
         b.AddOutput(b.ReduceMean(b.Mul(partial, partial), [1], keepDims: false), "error", "blocks", "n");
         var model = new Model(graph);
         model.SetOpset("", 21);
-        _session = new TemporarySession(model, config, "awq_clip_error");
+        _session = new InMemorySession(model, config, "awq_clip_error");
     }
 
     /// <summary>

@@ -17,8 +17,6 @@ public sealed record CalibrationOptions
     /// <summary>Samples per ORT run (each of the data's sequence length). Bounds activation memory.</summary>
     public int BatchSize { get; init; } = 1;
     public SessionConfig? Session { get; init; }
-    /// <summary>Folder for the temporary calibration models (a fresh subfolder is made and deleted); null: the system temp folder.</summary>
-    public string? TempDirectory { get; init; }
     public Action<CalibrationProgress>? Progress { get; init; }
 }
 
@@ -48,10 +46,10 @@ public sealed class OrtCalibrationScores : ICalibrationScores
         var s = DecoderStructure.Read(model);
         IReadOnlyList<ProbeSegment> segments;
         int length;
-        TemporarySession calibration;
+        InMemorySession calibration;
         using (var probes = CalibrationProbes.Attach(model, s, consecutiveRuns))
         {
-            calibration = new TemporarySession(model, _options.Session, "calibration", _options.TempDirectory);
+            calibration = new InMemorySession(model, _options.Session, "calibration");
             segments = probes.Segments;
             length = probes.StatsLength;
         }
@@ -73,14 +71,14 @@ public sealed class OrtCalibrationScores : ICalibrationScores
             return m;
         }).ToList();
         string exposed;
-        TemporarySession fullModel;
+        InMemorySession fullModel;
         using (var probes = CalibrationProbes.Attach(model, s, [], [layer]))
         {
-            fullModel = new TemporarySession(model, _options.Session, "calibration", _options.TempDirectory);
+            fullModel = new InMemorySession(model, _options.Session, "calibration");
             exposed = probes.MoeInputOutputs[layer];
         }
         using var full = fullModel;
-        using var moeLayer = new TemporarySession(MoeLayerModel.Extract(model, s, layer), _options.Session, "moe", _options.TempDirectory);
+        using var moeLayer = new InMemorySession(MoeLayerModel.Extract(model, s, layer), _options.Session, "moe");
         var errors = new double[masks.Count];
         var fullSession = full.Session;
         var moeSession = moeLayer.Session;

@@ -45,7 +45,7 @@ internal static class AwqTestModels
         var outputs = new List<Value> { model.Graph.Outputs.First(o => o.Name == "logits") };
         foreach (var b in structure.Blocks)
             if (b.Ffn?.Moe is { } moe) outputs.Add(values[moe.TopKNode].Outputs[1]);
-        using var probe = new TemporarySession(SubgraphExtractor.Extract(model, [], outputs), new SessionConfig { IntraOpThreads = 1 }, "eval");
+        using var probe = new InMemorySession(SubgraphExtractor.Extract(model, [], outputs), new SessionConfig { IntraOpThreads = 1 }, "eval");
         var logits = new List<float>();
         var routing = new List<long>();
         for (int i = 0; i < tokens.Count; i++)

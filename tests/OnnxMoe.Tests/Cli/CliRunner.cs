@@ -14,7 +14,10 @@ internal static class CliRunner
 
     public static Result Run(params string[] args) => RunIn(RepoRoot, args);
 
-    public static Result RunIn(string workingDirectory, params string[] args)
+    public static Result RunIn(string workingDirectory, params string[] args) => RunWith(workingDirectory, null, args);
+
+    /// <summary>Runs the CLI with extra environment variables (a null value removes the variable).</summary>
+    public static Result RunWith(string workingDirectory, IReadOnlyDictionary<string, string?>? environment, params string[] args)
     {
         string dll = Path.Combine(AppContext.BaseDirectory, "onnxmoe.dll");
         var psi = new ProcessStartInfo("dotnet")
@@ -27,6 +30,10 @@ internal static class CliRunner
         psi.ArgumentList.Add(dll);
         foreach (var a in args) psi.ArgumentList.Add(a);
         psi.Environment["NO_COLOR"] = "1";
+        if (environment != null)
+            foreach (var (key, value) in environment)
+                if (value is null) psi.Environment.Remove(key);
+                else psi.Environment[key] = value;
         using var p = Process.Start(psi)!;
         var stdout = p.StandardOutput.ReadToEndAsync();
         var stderr = p.StandardError.ReadToEndAsync();

@@ -60,26 +60,34 @@ public class ErrorTests
         });
     }
 
-    /// <summary>With the CPU library (no provider libraries beside it) asking for CUDA must fail with a
-    /// clear message, never fall back to CPU. With a GPU build (provider library present, e.g. chosen
-    /// through ONNXMOE_ORT_LIBRARY on a GPU machine) the same request must give a working session.</summary>
+    /// <summary>With the CPU package (no CUDA provider compiled in) asking for CUDA must fail in one line naming what is
+    /// missing, never fall back to CPU. With a GPU build (-p:OrtFlavor=gpu) on a machine with CUDA the same request must
+    /// give a working session; on one without, one line naming ORT's reason.</summary>
     [Fact]
-    public void Cuda_request_fails_clearly_without_provider_libraries()
+    public void Cuda_request_fails_clearly_without_a_gpu_build()
     {
         var config = new SessionConfig { Device = SessionConfig.ParseDevice("cuda") };
         string model = SessionTests.CorpusModel("test_add");
-        bool gpuBuild = File.Exists(Path.Combine(Path.GetDirectoryName(OrtRuntime.LibraryPath)!, "libonnxruntime_providers_cuda.so"));
-        if (gpuBuild)
+        if (OrtRuntime.AvailableProviders.Contains("CUDAExecutionProvider"))
         {
-            using var session = new InferenceSession(model, config);
-            using var x = OrtValue.CreateCopy<float>(Enumerable.Repeat(2f, 60).ToArray(), [3, 4, 5]);
-            Assert.All(session.RunToArray<float>([new("x", x), new("y", x)], "sum"), v => Assert.Equal(4f, v));
+            try
+            {
+                using var session = new InferenceSession(model, config);
+                using var x = OrtValue.CreateCopy<float>(Enumerable.Repeat(2f, 60).ToArray(), [3, 4, 5]);
+                Assert.All(session.RunToArray<float>([new("x", x), new("y", x)], "sum"), v => Assert.Equal(4f, v));
+            }
+            catch (OrtException e)
+            {
+                Assert.Contains("--device cuda: the CUDA execution provider", e.Message);
+                Assert.DoesNotContain("\n", e.Message);
+            }
             return;
         }
-        var e = Assert.Throws<OrtException>(() => new InferenceSession(model, config));
-        Assert.Contains("CUDA execution provider requested", e.Message);
-        Assert.Contains(OrtRuntime.LibraryPathVariable, e.Message);
-        Assert.Contains("providers_shared", e.Message); // ORT's own reason is kept
+        var error = Assert.Throws<OrtException>(() => new InferenceSession(model, config));
+        Assert.Contains("has no CUDA execution provider", error.Message);
+        Assert.Contains("-p:OrtFlavor=gpu", error.Message);
+        Assert.Contains(OrtRuntime.LibraryPathVariable, error.Message);
+        Assert.DoesNotContain("\n", error.Message);
     }
 
     [Fact]
@@ -115,25 +123,42 @@ public class ErrorTests
 public class LibraryResolutionTests
 {
     [Fact]
-    public void Environment_variable_wins_over_the_bundled_library()
+    public void Missing_override_names_the_variable_and_the_version_needed()
     {
-        using var folder = new TempFolder();
-        string custom = folder.Write("libonnxruntime.so", [0]);
-        string bundled = folder.Write("libonnxruntime.so.1", [0]);
-        Assert.Equal(custom, OnnxMoe.Runtime.Native.OrtLibrary.Resolve(custom, [bundled]));
-        Assert.Equal(bundled, OnnxMoe.Runtime.Native.OrtLibrary.Resolve(null, [Path.Combine(folder.Path, "absent"), bundled]));
-        Assert.Equal(bundled, OnnxMoe.Runtime.Native.OrtLibrary.Resolve("", [bundled]));
+        var e = Assert.Throws<OrtLibraryException>(() => OrtLibrary.ResolveOverride("/nowhere/libort.so"));
+        Assert.Contains("ONNXMOE_ORT_LIBRARY=/nowhere/libort.so names no file", e.Message);
+        Assert.Contains(OrtLibrary.MajorMinor(OrtRuntime.BindingVersion) + ".x", e.Message);
     }
 
     [Fact]
-    public void Missing_library_names_both_ways_to_provide_it()
+    public void Version_mismatch_is_refused_in_one_line()
     {
-        var e = Assert.Throws<OrtLibraryException>(() => OnnxMoe.Runtime.Native.OrtLibrary.Resolve(null, ["/nowhere/libonnxruntime.so.1"]));
-        Assert.Contains("/nowhere/libonnxruntime.so.1", e.Message);
-        Assert.Contains("ONNXMOE_ORT_LIBRARY", e.Message);
-        Assert.Contains("dotnet build", e.Message);
-        Assert.Contains("onnxruntime-node", e.Message);
-        var bad = Assert.Throws<OrtLibraryException>(() => OnnxMoe.Runtime.Native.OrtLibrary.Resolve("/nowhere/libort.so", []));
-        Assert.Contains("ONNXMOE_ORT_LIBRARY=/nowhere/libort.so names no file", bad.Message);
+        OrtLibrary.CheckVersion(OrtRuntime.BindingVersion, "same");
+        OrtLibrary.CheckVersion(OrtLibrary.MajorMinor(OrtRuntime.BindingVersion) + ".9", "another patch release");
+        var e = Assert.Throws<OrtLibraryException>(() => OrtLibrary.CheckVersion("1.23.2", "ONNXMOE_ORT_LIBRARY=/x/libonnxruntime.so"));
+        Assert.Contains("ONNXMOE_ORT_LIBRARY=/x/libonnxruntime.so is ONNX Runtime 1.23.2", e.Message);
+        Assert.Contains($"onnxmoe binds ONNX Runtime {OrtRuntime.BindingVersion}", e.Message);
+        Assert.DoesNotContain("\n", e.Message);
+    }
+
+    /// <summary>The override really replaces NuGet's library: a copy of it under another path is what the CLI then reports
+    /// and runs on; a library that is no ONNX Runtime is refused in one line with exit 1.</summary>
+    [Fact]
+    public void Override_is_loaded_by_the_cli()
+    {
+        using var folder = new TempFolder();
+        string copy = Path.Combine(folder.Path, "custom", "libonnxruntime.so");
+        Directory.CreateDirectory(Path.GetDirectoryName(copy)!);
+        File.Copy(OrtRuntime.LibraryPath, copy);
+        var ok = Cli.CliRunner.RunWith(Cli.CliRunner.RepoRoot, new Dictionary<string, string?> { [OrtRuntime.LibraryPathVariable] = copy }, "version");
+        Assert.True(ok.ExitCode == 0, ok.ToString());
+        Assert.Contains($"library {copy}", ok.Stdout);
+        Assert.Contains($"onnxruntime {OrtRuntime.Version}", ok.Stdout);
+
+        string notOrt = folder.Write("libnotort.so", "not a shared library"u8.ToArray());
+        var bad = Cli.CliRunner.RunWith(Cli.CliRunner.RepoRoot, new Dictionary<string, string?> { [OrtRuntime.LibraryPathVariable] = notOrt }, "version");
+        Assert.True(bad.ExitCode == 1, bad.ToString());
+        Assert.Contains($"{OrtRuntime.LibraryPathVariable}={notOrt}: cannot load it", bad.Stderr);
+        Assert.Single(bad.Stderr.Trim().Split('\n'));
     }
 }
