@@ -25,6 +25,8 @@ public sealed record OnnxWriteOptions
     public int PageAlignment { get; init; } = 4096;
     /// <summary>Data file name, relative to the model's folder; default <c>&lt;model file name&gt;.data</c>.</summary>
     public string? DataFileName { get; init; }
+    /// <summary>Called after each tensor streamed to the data file with (bytes written, bytes in all).</summary>
+    public Action<long, long>? Progress { get; init; }
 
     public static OnnxWriteOptions Embedded { get; } = new() { ExternalData = ExternalDataMode.Embed };
 }
@@ -88,7 +90,7 @@ public static class OnnxWriter
         try
         {
             long dataBytes = 0;
-            if (plan is { Entries.Count: > 0 }) dataBytes = WriteData(plan, tmpData);
+            if (plan is { Entries.Count: > 0 }) dataBytes = WriteData(plan, tmpData, options.Progress);
             long modelBytes;
             using (var fs = new FileStream(tmpModel, FileMode.CreateNew, FileAccess.Write, FileShare.None, 1 << 16))
             {
@@ -199,16 +201,16 @@ public static class OnnxWriter
         }
     }
 
-    private static long WriteData(ExternalPlan plan, string tmpPath)
+    private static long WriteData(ExternalPlan plan, string tmpPath, Action<long, long>? progress)
     {
         using var fs = new FileStream(tmpPath, FileMode.CreateNew, FileAccess.Write, FileShare.None, 1 << 20);
-        long written = WriteData(plan, fs);
+        long written = WriteData(plan, fs, progress);
         fs.Flush();
         return written;
     }
 
     /// <summary>Streams the plan's tensors into <paramref name="target"/> at their offsets (zero padding between); returns the bytes written.</summary>
-    private static long WriteData(ExternalPlan plan, Stream target)
+    private static long WriteData(ExternalPlan plan, Stream target, Action<long, long>? progress = null)
     {
         var counter = new CountingStream(target);
         var zeros = new byte[plan.Entries.Count == 0 ? 0 : 4096];
@@ -221,6 +223,7 @@ public static class OnnxWriter
             long written = counter.Position - before;
             if (written != tensor.ByteLength)
                 throw new InvalidOperationException($"tensor {tensor.Name} ({tensor}) wrote {written} bytes, expected {tensor.ByteLength}");
+            progress?.Invoke(counter.Position, plan.Size);
         }
         return counter.Position;
     }

@@ -28,6 +28,12 @@ public sealed class PassManager
     /// <summary>Called after each pass that changed the model, e.g. to print the IR.</summary>
     public Action<Model, PassRunRecord>? AfterChange { get; init; }
 
+    /// <summary>Called before each pass with its position (0-based), the number of passes and its canonical invocation (progress displays).</summary>
+    public Action<int, int, string>? BeforePass { get; init; }
+
+    /// <summary>Called after each pass (changed or not) with its record.</summary>
+    public Action<PassRunRecord>? AfterPass { get; init; }
+
     /// <summary>Record the pipeline in the model metadata (<see cref="PipelineMetadataKey"/>).</summary>
     public bool RecordPipeline { get; init; } = true;
 
@@ -38,14 +44,19 @@ public sealed class PassManager
         var records = new List<PassRunRecord>();
         var total = Stopwatch.StartNew();
         // Construct every pass first: option errors surface before hours of earlier passes have run.
-        foreach (var pass in pipeline.CreatePasses().ToList())
+        var passes = pipeline.CreatePasses().ToList();
+        for (int i = 0; i < passes.Count; i++)
         {
+            var pass = passes[i];
             context.CancellationToken.ThrowIfCancellationRequested();
+            string canonical = Canonical(pass);
+            BeforePass?.Invoke(i, passes.Count, canonical);
             var sw = Stopwatch.StartNew();
             var result = pass.Run(model, context);
             sw.Stop();
-            var record = new PassRunRecord(pass.ToString(), pass.Name, result.Changed, result.Counters, sw.Elapsed);
+            var record = new PassRunRecord(pass.ToString(), pass.Name, result.Changed, result.Counters, sw.Elapsed) { Canonical = canonical };
             records.Add(record);
+            AfterPass?.Invoke(record);
             context.Info($"{record.Invocation}: {(result.Changed ? "changed" : "no change")} in {sw.Elapsed.TotalMilliseconds.ToString("F1", CultureInfo.InvariantCulture)} ms");
             Verifier?.Verify(model, pass.Name);
             if (result.Changed)
@@ -63,10 +74,21 @@ public sealed class PassManager
         }
         return new PipelineRunReport(pipeline.Format(includeDefaults: true), records, total.Elapsed);
     }
+
+    /// <summary>A pass's invocation with every option spelled out, defaults included (as the metadata records pipelines).</summary>
+    public static string Canonical(Pass pass)
+    {
+        var options = pass.Options.Format(includeDefaults: true);
+        return options.Length == 0 ? pass.Name : $"{pass.Name}{{{options}}}";
+    }
 }
 
 /// <summary>One pass run: its invocation text, whether it changed the model, its counters and wall time.</summary>
-public sealed record PassRunRecord(string Invocation, string PassName, bool Changed, IReadOnlyDictionary<string, long> Counters, TimeSpan Elapsed);
+public sealed record PassRunRecord(string Invocation, string PassName, bool Changed, IReadOnlyDictionary<string, long> Counters, TimeSpan Elapsed)
+{
+    /// <summary>The invocation with every option spelled out (<see cref="PassManager.Canonical"/>); equals <see cref="Invocation"/> when none was set.</summary>
+    public string Canonical { get; init; } = Invocation;
+}
 
 /// <summary>Outcome of <see cref="PassManager.Run"/>, for the compile report.</summary>
 public sealed class PipelineRunReport

@@ -30,8 +30,7 @@ internal static class AnalyzeCommand
         command.SetAction(parse =>
         {
             string dir = CommonOptions.ExistingFolder(parse.GetValue(source)!, "model");
-            var settings = CommonOptions.CheckCalibration(
-                new CalibrationSettings(parse.GetValue(samples), parse.GetValue(seqLen), parse.GetValue(calibration) ?? CalibrationSettings.DefaultText));
+            var settings = new CalibrationSettings(parse.GetValue(samples), parse.GetValue(seqLen), parse.GetValue(calibration) ?? CalibrationSettings.DefaultText).Validate();
             Model model;
             CheckpointFolder? checkpoint = null;
             if (File.Exists(Path.Combine(dir, "model.onnx"))) model = OnnxReader.Read(Path.Combine(dir, "model.onnx"));
@@ -43,11 +42,13 @@ internal static class AnalyzeCommand
             using (checkpoint)
             {
                 var data = CalibrationData.FromSettings(dir, settings);
-                var reporter = new StageReporter("calibration");
-                var scores = new OrtCalibrationScores(data, new CalibrationOptions { Progress = p => reporter.Report(p.Stage, p.SamplesDone, p.SamplesTotal) });
                 Console.Error.WriteLine($"scoring on {data.Samples.Count} samples x {data.SequenceLength} tokens from {data.Source}");
                 var names = parse.GetValue(recipes) is { Length: > 0 } r ? r : null;
-                var report = Analyzer.Run(model, scores, PassRegistry.CreateDefault(), names);
+                var report = Progress.Run("calibration", advance =>
+                {
+                    var scores = new OrtCalibrationScores(data, new CalibrationOptions { Progress = p => advance(p.SamplesDone, p.SamplesTotal, p.Stage) });
+                    return Analyzer.Run(model, scores, PassRegistry.CreateDefault(), names);
+                });
                 if (parse.GetValue(json)) Console.WriteLine(report.ToJson());
                 else
                 {

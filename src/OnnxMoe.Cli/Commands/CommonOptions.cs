@@ -9,7 +9,7 @@ internal static class CommonOptions
 {
     public static Option<string> Device() => new("--device")
     {
-        Description = "Execution provider: cpu (default) or cuda (needs a GPU build of ONNX Runtime via ONNXMOE_ORT_LIBRARY; never falls back silently).",
+        Description = "Execution provider: cpu (default) or cuda (needs a build with -p:OrtFlavor=gpu, or ONNXMOE_ORT_LIBRARY naming a CUDA build of ONNX Runtime; never falls back silently).",
         DefaultValueFactory = _ => "cpu",
     };
 
@@ -32,15 +32,6 @@ internal static class CommonOptions
         }
         if (threads < 0) throw new UserErrorException($"--threads must be 0 or more, got {threads}");
         return new SessionConfig { Device = parsed, IntraOpThreads = threads };
-    }
-
-    /// <summary>Checks calibration settings given on the command line (or from a recipe) before any work starts.</summary>
-    public static Compiler.Recipes.CalibrationSettings CheckCalibration(Compiler.Recipes.CalibrationSettings settings)
-    {
-        if (settings.Samples < 1) throw new UserErrorException("--samples must be at least 1");
-        if (settings.SeqLen < 2) throw new UserErrorException("--seq-len must be at least 2");
-        if (settings.Text != Compiler.Recipes.CalibrationSettings.DefaultText) ExistingFile(settings.Text, "calibration text");
-        return settings;
     }
 
     public static string ExistingFile(string path, string what)

@@ -1,6 +1,5 @@
 using System.CommandLine;
 using OnnxMoe.Compiler.Compile;
-using OnnxMoe.Compiler.Recipes;
 using OnnxMoe.Ir;
 using OnnxMoe.Passes;
 
@@ -20,77 +19,52 @@ internal static class CompileCommand
         var seqLen = new Option<int?>("--seq-len") { Description = "Tokens per calibration sample (default: the recipe's, else 2048 as in the paper)." };
         var overwrite = new Option<bool>("--overwrite") { Description = "Replace an existing output folder (only once the new one is complete)." };
         var printIr = new Option<bool>("--print-ir-after-change") { Description = "Print the IR text after every pass that changed the model (stderr)." };
-        var verifyOrt = new Option<bool>("--verify-ort") { Description = "After every pass that changed the model, also check that ONNX Runtime loads it (writes a temporary copy: slow for big models)." };
+        var verifyOrt = new Option<bool>("--verify-ort") { Description = "After every pass that changed the model, also check that ONNX Runtime loads it (an in-memory session; slow for big models)." };
+        var verbose = new Option<bool>("--verbose", "-v") { Description = "Print per-step detail (each AWQ scale group, each selection round) besides the progress display." };
+        var json = new Option<bool>("--json") { Description = "Print only compile_report.json's contents on stdout (no progress display)." };
+        var device = CommonOptions.Device();
+        var threads = CommonOptions.Threads();
         var command = new Command("compile", "Compile a Hugging Face MoE checkpoint (Mixtral, DeepSeek-MoE, Qwen2-MoE, Qwen3-MoE, OLMoE) into an ONNX Runtime model folder, " +
-            "optionally compressed by a pass pipeline or recipe. Weights stream from the checkpoint; memory stays bounded.\n" +
-            "Examples:\n  onnxmoe compile models/tiny-mixtral -o out/tiny-mixtral\n  onnxmoe compile models/tiny-mixtral -o out/tiny-mixtral-bd --recipe block-drop-8\n" +
+            "optionally compressed by a pass pipeline or recipe. Weights stream from the checkpoint; memory stays bounded. " +
+            "On a terminal a live display shows each stage (lowering, every pass with its calibration, writing) with bars, elapsed time and ETA; " +
+            "in a pipe or CI, a few plain lines.\n" +
+            "Examples:\n  onnxmoe compile models/tiny-mixtral -o out/tiny-mixtral\n  onnxmoe compile models/tiny-mixtral -o out/tiny-mixtral-bd-awq --recipe block-drop-awq\n" +
             "  onnxmoe compile ckpt -o out --pipeline \"drop-blocks{blocks=3,7},quantize-int4{method=rtn,block-size=32}\"")
         {
-            checkpoint, output, dtype, pipeline, recipe, calibration, samples, seqLen, overwrite, printIr, verifyOrt,
+            checkpoint, output, dtype, pipeline, recipe, calibration, samples, seqLen, overwrite, printIr, verifyOrt, verbose, json, device, threads,
         };
         command.SetAction(parse =>
         {
-            string source = CommonOptions.ExistingFolder(parse.GetValue(checkpoint)!, "checkpoint");
-            var registry = PassRegistry.CreateDefault();
-            string? pipelineText = parse.GetValue(pipeline), recipeName = parse.GetValue(recipe);
-            if (pipelineText != null && recipeName != null) throw new UserErrorException("--pipeline and --recipe exclude each other: a recipe is a pipeline plus calibration settings");
-            Recipe? chosen = recipeName != null ? RecipeLoader.Resolve(recipeName, registry) : null;
-            PassPipeline passes = chosen?.Pipeline ?? PassPipeline.Parse(pipelineText ?? "", registry);
-            _ = passes.CreatePasses().ToList();   // option errors before any lowering or calibration work
-            var calib = chosen?.Calibration ?? new CalibrationSettings();
-            calib = calib with
+            bool print = parse.GetValue(printIr), asJson = parse.GetValue(json);
+            var request = new CompileRequest
             {
-                Samples = parse.GetValue(samples) ?? calib.Samples,
-                SeqLen = parse.GetValue(seqLen) ?? calib.SeqLen,
-                Text = parse.GetValue(calibration) ?? calib.Text,
-            };
-            CommonOptions.CheckCalibration(calib);
-
-            bool print = parse.GetValue(printIr), ortCheck = parse.GetValue(verifyOrt);
-            PipelineRunReport? passReport = null;
-            var options = new CompileOptions
-            {
-                WeightType = CompileOptions.ParseDType(parse.GetValue(dtype)!),
+                Checkpoint = CommonOptions.ExistingFolder(parse.GetValue(checkpoint)!, "checkpoint"),
+                Output = parse.GetValue(output)!,
+                Pipeline = parse.GetValue(pipeline),
+                Recipe = parse.GetValue(recipe),
+                Samples = parse.GetValue(samples),
+                SeqLen = parse.GetValue(seqLen),
+                CalibrationText = parse.GetValue(calibration),
+                WeightType = CompileRequest.ParseDType(parse.GetValue(dtype)!),
                 Overwrite = parse.GetValue(overwrite),
-                Pipeline = passes.ToString(),
-                Transform = passes.Steps.Count == 0 ? null : lowered =>
-                {
-                    var manager = new PassManager
-                    {
-                        AfterChange = print ? (m, record) => Console.Error.Write($"// IR after {record.Invocation}\n{Ir.Printing.IrPrinter.Print(m)}") : null,
-                        ExternalCheck = ortCheck ? OrtLoadCheck : null,
-                    };
-                    var context = new PassContext { Log = message => Console.Error.WriteLine($"  {message}") };
-                    var calibrationProgress = new StageReporter("calibration");
-                    var awqProgress = new StageReporter("awq");
-                    CalibrationServices.Register(context, source, calib,
-                        p => calibrationProgress.Report(p.Stage, p.SamplesDone, p.SamplesTotal),
-                        p => awqProgress.Report(p.Stage, p.Done, p.Total));
-                    passReport = manager.Run(lowered.Model, passes, context);
-                },
+                Session = CommonOptions.SessionConfig(parse.GetValue(device)!, parse.GetValue(threads)),
+                VerifyOrt = parse.GetValue(verifyOrt),
+                AfterChange = print ? (m, record) => Console.Error.Write($"// IR after {record.Invocation}\n{Ir.Printing.IrPrinter.Print(m)}") : null,
             };
-            var job = new CompileJob(source, parse.GetValue(output)!, options);
+            var job = new CompileJob(request);
+            var (passes, _) = request.Resolve();   // option errors before the first progress line
+            if (asJson)
+            {
+                var quiet = CompileJob.Run(request);
+                Console.WriteLine(quiet.ToJson());
+                return 0;
+            }
             Console.Error.WriteLine($"compiling {job.CheckpointDirectory} -> {job.OutputDirectory}" + (passes.Steps.Count > 0 ? $" with {passes}" : ""));
-            var report = job.Run();
-            if (passReport is { Counters.Count: > 0 })
-                Console.Error.WriteLine("pass counters: " + string.Join(", ", passReport.Counters.OrderBy(kv => kv.Key, StringComparer.Ordinal).Select(kv => $"{kv.Key}={kv.Value}")));
+            var report = Progress.RunCompile(parse.GetValue(verbose), sink => CompileJob.Run(request with { Progress = sink }));
             Console.WriteLine($"{report.Family} ({report.Architecture}), {report.NumLayers} layers ({report.MoeLayers} MoE), {report.Parameters.Total:N0} parameters, " +
                 $"{report.Bytes.Model + report.Bytes.Data:N0} bytes written in {report.Timings.TotalSeconds:F1} s, peak RSS {Runtime.PeakMemory.PeakResidentBytes / (1 << 20):N0} MiB -> {job.OutputDirectory}");
             return 0;
         });
         return command;
-    }
-
-    /// <summary>Opens an ORT session on the model (written to a temporary folder): a pass that leaves a graph ORT rejects fails here.</summary>
-    private static void OrtLoadCheck(Model model, string passName)
-    {
-        try
-        {
-            using var session = new Compiler.InMemorySession(model, name: "verify");
-        }
-        catch (Runtime.OrtException e)
-        {
-            throw new InvalidOperationException($"after pass {passName}, ONNX Runtime rejects the model: {e.Message}", e);
-        }
     }
 }

@@ -14,12 +14,14 @@ namespace OnnxMoe.Compiler.Compile;
 /// </summary>
 public static class CalibrationServices
 {
+    /// <param name="session">Device and threads of the calibration and AWQ sessions; null: CPU with ORT's defaults.</param>
     public static void Register(PassContext context, string checkpointDirectory, CalibrationSettings settings,
-        Action<CalibrationProgress>? progress = null, Action<AwqProgress>? awqProgress = null)
+        Action<CalibrationProgress>? progress = null, Action<AwqProgress>? awqProgress = null, Runtime.SessionConfig? session = null)
     {
         var data = new Lazy<CalibrationData>(() => CalibrationData.FromSettings(checkpointDirectory, settings));
-        context.Set<ICalibrationScores>(new LazyCalibrationScores(() => new OrtCalibrationScores(data.Value, new CalibrationOptions { Progress = progress })));
-        context.Set<IAwqCalibration>(AwqCalibration.FromSettings(settings, Path.Combine(checkpointDirectory, "tokenizer.json"), awqProgress));
+        context.Set<ICalibrationScores>(new LazyCalibrationScores(() => new OrtCalibrationScores(data.Value, new CalibrationOptions { Progress = progress, Session = session })));
+        var awq = AwqCalibration.FromSettings(settings, Path.Combine(checkpointDirectory, "tokenizer.json"), awqProgress);
+        context.Set<IAwqCalibration>(session is null ? awq : new AwqCalibration(awq.BaseOptions with { Session = session }, awqProgress));
     }
 
     /// <summary>Creates the real scorer on first use.</summary>

@@ -5,36 +5,17 @@ using OnnxMoe.Checkpoints;
 using OnnxMoe.Ir;
 using OnnxMoe.Lowering;
 using OnnxMoe.Onnx;
+using OnnxMoe.Compiler.Recipes;
+using OnnxMoe.Passes;
 
 namespace OnnxMoe.Compiler.Compile;
 
-/// <summary>Options of a <see cref="CompileJob"/>.</summary>
-public sealed record CompileOptions
-{
-    /// <summary>Weight/activation precision of the artifact: <see cref="DataType.Float"/> (fp32) or <see cref="DataType.Float16"/> (fp16).</summary>
-    public DataType WeightType { get; init; } = DataType.Float;
-    public int Opset { get; init; } = 21;
-    /// <summary>Replace an existing output folder (swapped in only once the new one is complete).</summary>
-    public bool Overwrite { get; init; }
-    /// <summary>Pass pipeline applied after lowering, recorded in the report ("" = none). The caller runs it through <see cref="Transform"/>.</summary>
-    public string Pipeline { get; init; } = "";
-    /// <summary>Optional rewrite of the lowered model before it is written (the pass manager hooks in here).</summary>
-    public Action<LoweredModel>? Transform { get; init; }
-
-    /// <summary>Parses the CLI's --dtype value (fp32|fp16).</summary>
-    public static DataType ParseDType(string text) => text.Trim().ToLowerInvariant() switch
-    {
-        "fp32" or "f32" or "float32" => DataType.Float,
-        "fp16" or "f16" or "float16" => DataType.Float16,
-        _ => throw new UserErrorException($"--dtype '{text}' is not supported; use fp32 or fp16"),
-    };
-}
-
 /// <summary>
 /// Compiles a Hugging Face checkpoint folder into an ORT model folder: model.onnx, model.onnx.data,
-/// tokenizer files, genai_config.json and compile_report.json. Weights stream from the checkpoint
-/// to the data file one tensor at a time. Atomic: everything is built in a hidden sibling folder
-/// that is renamed into place at the end; on failure no output folder is left behind.
+/// tokenizer files, genai_config.json and compile_report.json, applying the request's pipeline or recipe
+/// (with calibration where a pass scores the model). Weights stream from the checkpoint to the data file one
+/// tensor at a time. Atomic: everything is built in a hidden sibling folder that is renamed into place at the
+/// end; on failure no output folder is left behind.
 /// </summary>
 public sealed class CompileJob
 {
@@ -43,22 +24,27 @@ public sealed class CompileJob
     public const string GenAiConfigFileName = "genai_config.json";
     public const string ReportFileName = "compile_report.json";
 
-    public CompileJob(string checkpointDirectory, string outputDirectory, CompileOptions? options = null)
+    public CompileJob(CompileRequest request)
     {
-        CheckpointDirectory = Path.GetFullPath(checkpointDirectory);
-        OutputDirectory = Path.GetFullPath(outputDirectory.TrimEnd('/', '\\'));
-        Options = options ?? new CompileOptions();
+        Request = request;
+        CheckpointDirectory = Path.GetFullPath(request.Checkpoint);
+        OutputDirectory = Path.GetFullPath(request.Output.TrimEnd('/', '\\'));
     }
 
+    public CompileRequest Request { get; }
     public string CheckpointDirectory { get; }
     public string OutputDirectory { get; }
-    public CompileOptions Options { get; }
+
+    /// <summary>Compiles <paramref name="request"/> end to end; returns the report also written to compile_report.json.</summary>
+    public static CompileReport Run(CompileRequest request) => new CompileJob(request).Run();
 
     /// <summary>Runs the job; returns the report also written to compile_report.json.</summary>
     public CompileReport Run()
     {
         var total = Stopwatch.StartNew();
-        if (Directory.Exists(OutputDirectory) && !Options.Overwrite && Directory.EnumerateFileSystemEntries(OutputDirectory).Any())
+        if (!Directory.Exists(CheckpointDirectory)) throw new UserErrorException($"{Request.Checkpoint}: no such checkpoint folder");
+        var (pipeline, calibration) = Request.Resolve();   // option errors before any work
+        if (Directory.Exists(OutputDirectory) && !Request.Overwrite && Directory.EnumerateFileSystemEntries(OutputDirectory).Any())
             throw new UserErrorException($"{OutputDirectory}: output folder already exists and is not empty (remove it or pass --overwrite)");
         if (File.Exists(OutputDirectory)) throw new UserErrorException($"{OutputDirectory}: output path is a file");
         string parent = Path.GetDirectoryName(OutputDirectory)!;
@@ -68,7 +54,7 @@ public sealed class CompileJob
         Directory.CreateDirectory(temp);
         try
         {
-            var report = Build(temp, total);
+            var report = Build(temp, pipeline, calibration, total);
             Publish(temp);
             return report;
         }
@@ -79,20 +65,32 @@ public sealed class CompileJob
         }
     }
 
-    private CompileReport Build(string temp, Stopwatch total)
+    private CompileReport Build(string temp, PassPipeline pipeline, CalibrationSettings calibration, Stopwatch total)
     {
+        var progress = Request.Progress;
         var sw = Stopwatch.StartNew();
+        progress?.StageStarted("lowering", 0, "");
         using var checkpoint = CheckpointFolder.Open(CheckpointDirectory);
         double openS = sw.Elapsed.TotalSeconds;
 
         sw.Restart();
-        var lowered = DecoderLowering.Lower(checkpoint, new LoweringOptions { WeightType = Options.WeightType, Opset = Options.Opset });
-        Options.Transform?.Invoke(lowered);
+        var lowered = DecoderLowering.Lower(checkpoint, new LoweringOptions { WeightType = Request.WeightType, Opset = Request.Opset });
         double lowerS = sw.Elapsed.TotalSeconds;
+        progress?.StageFinished("lowering", $"{lowered.Spec.Family.Name}, {lowered.Structure.NumLayers} layers");
 
         sw.Restart();
-        var written = OnnxWriter.Write(lowered.Model, Path.Combine(temp, ModelFileName), new OnnxWriteOptions { DataFileName = DataFileName });
+        var passes = pipeline.Steps.Count == 0 ? null : RunPasses(lowered, pipeline, calibration);
+        double passesS = sw.Elapsed.TotalSeconds;
+
+        sw.Restart();
+        progress?.StageStarted("writing", 0, "bytes");
+        var written = OnnxWriter.Write(lowered.Model, Path.Combine(temp, ModelFileName), new OnnxWriteOptions
+        {
+            DataFileName = DataFileName,
+            Progress = progress is null ? null : (done, all) => progress.StageAdvanced("writing", done, all, null),
+        });
         double writeS = sw.Elapsed.TotalSeconds;
+        progress?.StageFinished("writing", $"{written.ModelBytes + written.DataBytes:N0} bytes");
 
         foreach (var file in checkpoint.TokenizerFiles) File.Copy(file, Path.Combine(temp, Path.GetFileName(file)));
         // Passes rewrite the structure metadata (e.g. drop-blocks renumbers layers), so read it back from the model.
@@ -104,18 +102,60 @@ public sealed class CompileJob
             Source = CheckpointDirectory,
             Family = lowered.Spec.Family.Name,
             Architecture = lowered.Spec.Architecture,
-            DType = Options.WeightType == DataType.Float16 ? "fp16" : "fp32",
-            Opset = Options.Opset,
-            Pipeline = Options.Pipeline,
+            DType = Request.WeightType == DataType.Float16 ? "fp16" : "fp32",
+            Opset = Request.Opset,
+            Pipeline = lowered.Model.GetMetadata(PassManager.PipelineMetadataKey) ?? "",
+            Passes = passes?.Passes.Select(p => new PassReport(p.PassName, p.Canonical, p.Changed, p.Elapsed.TotalSeconds,
+                new SortedDictionary<string, long>(p.Counters.ToDictionary(), StringComparer.Ordinal))).ToList() ?? [],
             NumLayers = structure.NumLayers,
             MoeLayers = structure.Blocks.Count(b => b.Ffn?.Kind == Structure.FfnKind.Moe),
             Parameters = ParameterCounts.Of(lowered.Model.Graph),
             Bytes = new ByteCounts(checkpoint.TotalTensorBytes, written.ModelBytes, written.DataBytes),
             TokenizerFiles = checkpoint.TokenizerFiles.Select(Path.GetFileName).ToList()!,
-            Timings = new Timings(openS, lowerS, writeS, total.Elapsed.TotalSeconds),
+            Timings = new Timings(openS, lowerS, passesS, writeS, total.Elapsed.TotalSeconds),
         };
         File.WriteAllText(Path.Combine(temp, ReportFileName), report.ToJson() + "\n");
         return report;
+    }
+
+    /// <summary>Runs the pipeline over the lowered model with the calibration services its passes may ask for.</summary>
+    private PipelineRunReport RunPasses(LoweredModel lowered, PassPipeline pipeline, CalibrationSettings calibration)
+    {
+        var progress = Request.Progress;
+        string current = "";
+        var manager = new PassManager
+        {
+            AfterChange = Request.AfterChange,
+            ExternalCheck = Request.VerifyOrt ? OrtLoadCheck : null,
+            BeforePass = (i, n, invocation) =>
+            {
+                current = $"pass {i + 1}/{n} {invocation.Split('{')[0]}";
+                progress?.StageStarted(current, 0, "");
+                progress?.Detail(invocation);
+            },
+            AfterPass = record => progress?.StageFinished(current, (record.Changed ? "changed" : "no change") +
+                (record.Counters.Count > 0 ? ": " + string.Join(", ", record.Counters.Select(kv => $"{kv.Key}={kv.Value}")) : "")),
+        };
+        var context = new PassContext { Log = progress is null ? null : progress.Detail, CancellationToken = Request.CancellationToken };
+        CalibrationServices.Register(context, CheckpointDirectory, calibration,
+            p => progress?.StageAdvanced(current, p.SamplesDone, p.SamplesTotal, $"calibration {p.Stage}"),
+            p => progress?.StageAdvanced(current, p.Done, p.Total, $"awq {p.Stage} {p.Item}"),
+            Request.Session);
+        Request.ConfigureServices?.Invoke(context);
+        return manager.Run(lowered.Model, pipeline, context);
+    }
+
+    /// <summary>Opens an ORT session on the model (in memory): a pass that leaves a graph ORT rejects fails here.</summary>
+    private static void OrtLoadCheck(Model model, string passName)
+    {
+        try
+        {
+            using var session = new InMemorySession(model, name: "verify");
+        }
+        catch (Runtime.OrtException e)
+        {
+            throw new InvalidOperationException($"after pass {passName}, ONNX Runtime rejects the model: {e.Message}", e);
+        }
     }
 
     /// <summary>Renames the finished temp folder into place (replacing an old output only now, when overwriting).</summary>
@@ -140,7 +180,10 @@ public sealed record CompileReport
     public required string Architecture { get; init; }
     public required string DType { get; init; }
     public required int Opset { get; init; }
+    /// <summary>The canonical pipeline (every option spelled out), the same string as the model's onnxmoe.pipeline metadata; "" when none.</summary>
     public required string Pipeline { get; init; }
+    /// <summary>One entry per pass run, in order.</summary>
+    public required List<PassReport> Passes { get; init; }
     public required int NumLayers { get; init; }
     public required int MoeLayers { get; init; }
     public required ParameterCounts Parameters { get; init; }
@@ -158,7 +201,13 @@ public sealed record CompileReport
 /// <param name="Data">Bytes of model.onnx.data.</param>
 public sealed record ByteCounts(long CheckpointTensors, long Model, long Data);
 
-public sealed record Timings(double OpenSeconds, double LowerSeconds, double WriteSeconds, double TotalSeconds);
+/// <param name="LowerSeconds">Lowering alone (building the graph over the lazily read weights).</param>
+/// <param name="PassesSeconds">All passes, calibration included.</param>
+/// <param name="WriteSeconds">Writing model.onnx and streaming the weights into model.onnx.data.</param>
+public sealed record Timings(double OpenSeconds, double LowerSeconds, double PassesSeconds, double WriteSeconds, double TotalSeconds);
+
+/// <summary>One pass of the compile: its name, canonical invocation (all options), whether it changed the model, wall seconds and counters.</summary>
+public sealed record PassReport(string Name, string Options, bool Changed, double Seconds, SortedDictionary<string, long> Counters);
 
 /// <summary>Weight parameters of a lowered graph by role (from node-name prefixes of each weight's first user).</summary>
 public sealed record ParameterCounts(long Total, long Embedding, long Attention, long Norms, long Router, long RoutedExperts, long SharedExperts, long DenseMlp, long LmHead)

@@ -13,6 +13,19 @@ namespace OnnxMoe.Compiler.Recipes;
 public sealed record CalibrationSettings(int Samples = 128, int SeqLen = 2048, string Text = CalibrationSettings.DefaultText)
 {
     public const string DefaultText = "default";
+
+    /// <summary>Checks the settings before any work starts (one line per problem, as CLI options name them); returns them.</summary>
+    public CalibrationSettings Validate()
+    {
+        if (Samples < 1) throw new UserErrorException($"--samples must be at least 1, got {Samples}");
+        if (SeqLen < 2) throw new UserErrorException($"--seq-len must be at least 2, got {SeqLen}");
+        if (Text != DefaultText)
+        {
+            if (Directory.Exists(Text)) throw new UserErrorException($"{Text}: is a folder, expected a calibration text file");
+            if (!File.Exists(Text)) throw new UserErrorException($"{Text}: no such calibration text file");
+        }
+        return this;
+    }
 }
 
 /// <summary>

@@ -18,11 +18,7 @@ public sealed class BenchRunnerTests : IDisposable
         try
         {
             var outDir = Path.Combine(_dir, name);
-            new CompileJob(ckpt, outDir, new CompileOptions
-            {
-                Pipeline = pipeline,
-                Transform = pipeline.Length == 0 ? null : l => new PassManager().Run(l.Model, PassPipeline.Parse(pipeline, PassRegistry.CreateDefault()), new PassContext()),
-            }).Run();
+            CompileJob.Run(new CompileRequest { Checkpoint = ckpt, Output = outDir, Pipeline = pipeline });
             return outDir;
         }
         finally

@@ -55,7 +55,7 @@ public sealed class CompileJobTests : IDisposable
     private string Compile(string family, DataType type = DataType.Float)
     {
         string output = Path.Combine(_dir, family + "-" + type.Name());
-        var report = new CompileJob(FamilyData.Dir(family), output, new CompileOptions { WeightType = type }).Run();
+        var report = CompileJob.Run(new CompileRequest { Checkpoint = FamilyData.Dir(family), Output = output, WeightType = type });
         Assert.True(report.Parameters.Total > 0);
         return output;
     }
@@ -160,7 +160,7 @@ public sealed class CompileJobTests : IDisposable
     private void AssertFailsCleanly(string source, string expectedInMessage)
     {
         string output = Path.Combine(_dir, "out");
-        var e = Assert.ThrowsAny<UserErrorException>(() => new CompileJob(source, output).Run());
+        var e = Assert.ThrowsAny<UserErrorException>(() => CompileJob.Run(new CompileRequest { Checkpoint = source, Output = output }));
         Assert.Contains(expectedInMessage, e.Message);
         Assert.False(Directory.Exists(output), "a failed compile left an output folder");
         Assert.Empty(Directory.GetDirectories(_dir, ".out*"));
@@ -213,9 +213,9 @@ public sealed class CompileJobTests : IDisposable
         string output = Path.Combine(_dir, "existing");
         Directory.CreateDirectory(output);
         File.WriteAllText(Path.Combine(output, "keep.txt"), "x");
-        Assert.ThrowsAny<UserErrorException>(() => new CompileJob(FamilyData.Dir("mixtral"), output).Run());
+        Assert.ThrowsAny<UserErrorException>(() => CompileJob.Run(new CompileRequest { Checkpoint = FamilyData.Dir("mixtral"), Output = output }));
         Assert.True(File.Exists(Path.Combine(output, "keep.txt")));
-        new CompileJob(FamilyData.Dir("mixtral"), output, new CompileOptions { Overwrite = true }).Run();
+        CompileJob.Run(new CompileRequest { Checkpoint = FamilyData.Dir("mixtral"), Output = output, Overwrite = true });
         Assert.False(File.Exists(Path.Combine(output, "keep.txt")));
         Assert.True(File.Exists(Path.Combine(output, "model.onnx")));
     }

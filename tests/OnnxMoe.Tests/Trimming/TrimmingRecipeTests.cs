@@ -62,18 +62,10 @@ public sealed class TrimmingRecipeTests
         string output = Path.Combine(Directory.CreateTempSubdirectory("onnxmoe-combined-").FullName, "out");
         try
         {
-            var recipe = BuiltinRecipes.Load("block-drop-awq", Registry);
-            var job = new CompileJob(ModelDir(model), output, new CompileOptions
+            var report = CompileJob.Run(new CompileRequest
             {
-                Pipeline = recipe.Pipeline.ToString(),
-                Transform = lowered =>
-                {
-                    var context = new PassContext();
-                    CalibrationServices.Register(context, ModelDir(model), Tiny);
-                    new PassManager().Run(lowered.Model, recipe.Pipeline, context);
-                },
+                Checkpoint = ModelDir(model), Output = output, Recipe = "block-drop-awq", Samples = Tiny.Samples, SeqLen = Tiny.SeqLen, Registry = Registry,
             });
-            var report = job.Run();
             Assert.Equal(3, report.NumLayers);                                   // 25% of 4 blocks
             var compiled = OnnxMoe.Onnx.OnnxReader.Read(Path.Combine(output, "model.onnx"));
             Assert.Contains(compiled.Graph.Nodes, n => n.OpType == "MatMulNBits" && n.Name.Contains("/moe/experts."));

@@ -168,10 +168,7 @@ public sealed class TrimmingSelectionTests
     public void A_failing_trimming_pass_leaves_no_compile_output()
     {
         var outDir = Path.Combine(Directory.CreateTempSubdirectory("onnxmoe-trim-out-").FullName, "out");
-        var job = new CompileJob(FamilyData.Dir("mixtral"), outDir, new CompileOptions
-        {
-            Transform = lowered => RunPipeline(lowered.Model, "drop-blocks{blocks=0,1}"),
-        });
+        var job = new CompileJob(new CompileRequest { Checkpoint = FamilyData.Dir("mixtral"), Output = outDir, Pipeline = "drop-blocks{blocks=0,1}", Registry = Registry });
         try
         {
             Assert.Throws<PassException>(() => job.Run());
