@@ -95,7 +95,7 @@ public sealed class CompileJob
         foreach (var file in checkpoint.TokenizerFiles) File.Copy(file, Path.Combine(temp, Path.GetFileName(file)));
         // Passes rewrite the structure metadata (e.g. drop-blocks renumbers layers), so read it back from the model.
         var structure = Structure.DecoderStructure.TryRead(lowered.Model) ?? lowered.Structure;
-        File.WriteAllText(Path.Combine(temp, GenAiConfigFileName), GenAiConfig.ToJson(lowered.Spec, ModelFileName, structure.NumLayers) + "\n");
+        File.WriteAllText(Path.Combine(temp, GenAiConfigFileName), GenAiConfigFactory.From(lowered.Spec, ModelFileName, structure.NumLayers).ToJson() + "\n");
 
         var report = new CompileReport
         {

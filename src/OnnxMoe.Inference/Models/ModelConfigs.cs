@@ -1,11 +1,18 @@
 using System.Text.Json;
+using System.Text.Json.Nodes;
 using OnnxMoe.Ir;
 
 namespace OnnxMoe.Inference.Models;
 
-/// <summary>The fields of ORT GenAI's genai_config.json that generation, eval and bench use.</summary>
+/// <summary>
+/// ORT GenAI's genai_config.json: the fields generation, eval and bench read (<see cref="Load"/>), and the file compile
+/// writes (<see cref="ToJson"/>) in GenAI 0.18's format.
+/// </summary>
 public sealed record GenAiConfig
 {
+    /// <summary>GenAI's generic decoder-only type; it refuses the family names (mixtral, deepseek, qwen2_moe, ...) as model types.</summary>
+    public const string DecoderModelType = "decoder";
+
     public string? ModelType { get; init; }
     public int? BosTokenId { get; init; }
     public IReadOnlyList<int> EosTokenIds { get; init; } = [];
@@ -23,6 +30,10 @@ public sealed record GenAiConfig
     public double? SearchTemperature { get; init; }
     public int? SearchTopK { get; init; }
     public double? SearchTopP { get; init; }
+    /// <summary>decoder.session_options.intra_op_num_threads; 0 lets ORT choose (one thread per physical core).</summary>
+    public int? IntraOpNumThreads { get; init; }
+    /// <summary>search.past_present_share_buffer; our graphs grow the KV cache by Concat, so it must be false.</summary>
+    public bool? PastPresentShareBuffer { get; init; }
 
     public static GenAiConfig Load(string path)
     {
@@ -31,6 +42,7 @@ public sealed record GenAiConfig
         var model = ConfigJson.Object(root, "model", path) ?? throw new UserErrorException($"{path}: missing \"model\" section");
         var decoder = ConfigJson.Object(model, "decoder", path);
         var search = ConfigJson.Object(root, "search", path);
+        var sessionOptions = decoder is { } d0 ? ConfigJson.Object(d0, "session_options", path) : null;
         return new GenAiConfig
         {
             ModelType = ConfigJson.String(model, "type", path),
@@ -50,7 +62,77 @@ public sealed record GenAiConfig
             SearchTemperature = search is { } s3 ? ConfigJson.Double(s3, "temperature", path) : null,
             SearchTopK = search is { } s4 ? ConfigJson.Int(s4, "top_k", path) : null,
             SearchTopP = search is { } s5 ? ConfigJson.Double(s5, "top_p", path) : null,
+            IntraOpNumThreads = sessionOptions is { } o ? ConfigJson.Int(o, "intra_op_num_threads", path) : null,
+            PastPresentShareBuffer = search is { } s6 ? ConfigJson.Bool(s6, "past_present_share_buffer", path) : null,
         };
+    }
+
+    /// <summary>
+    /// genai_config.json as GenAI 0.18 reads it: exactly the keys it accepts (it rejects unknown keys in model, decoder,
+    /// search, inputs and outputs), context_length and vocab_size always present, past and present in separate buffers.
+    /// </summary>
+    public string ToJson()
+    {
+        int Required(int? value, string name) =>
+            value ?? throw new InvalidOperationException($"genai_config.json needs {name}");
+        int eos = EosTokenIds.Count > 0 ? EosTokenIds[0] : 0;
+        JsonNode eosNode = EosTokenIds.Count > 1 ? new JsonArray([.. EosTokenIds.Select(e => (JsonNode)JsonValue.Create(e))]) : JsonValue.Create(eos);
+        var sessionOptions = new JsonObject { ["log_id"] = "onnxruntime-genai", ["provider_options"] = new JsonArray() };
+        if (IntraOpNumThreads is { } threads) sessionOptions["intra_op_num_threads"] = threads;
+        var json = new JsonObject
+        {
+            ["model"] = new JsonObject
+            {
+                ["bos_token_id"] = BosTokenId ?? 0,
+                ["context_length"] = Required(ContextLength, "context_length"),
+                ["decoder"] = new JsonObject
+                {
+                    ["session_options"] = sessionOptions,
+                    ["filename"] = DecoderFileName,
+                    ["head_size"] = Required(HeadSize, "head_size"),
+                    ["hidden_size"] = Required(HiddenSize, "hidden_size"),
+                    ["inputs"] = new JsonObject
+                    {
+                        ["input_ids"] = "input_ids",
+                        ["attention_mask"] = "attention_mask",
+                        ["position_ids"] = "position_ids",
+                        ["past_key_names"] = "past_key_values.%d.key",
+                        ["past_value_names"] = "past_key_values.%d.value",
+                    },
+                    ["outputs"] = new JsonObject
+                    {
+                        ["logits"] = "logits",
+                        ["present_key_names"] = "present.%d.key",
+                        ["present_value_names"] = "present.%d.value",
+                    },
+                    ["num_attention_heads"] = Required(NumAttentionHeads, "num_attention_heads"),
+                    ["num_hidden_layers"] = Required(NumHiddenLayers, "num_hidden_layers"),
+                    ["num_key_value_heads"] = Required(NumKeyValueHeads, "num_key_value_heads"),
+                },
+                ["eos_token_id"] = eosNode,
+                ["pad_token_id"] = PadTokenId ?? eos,
+                ["type"] = ModelType ?? DecoderModelType,
+                ["vocab_size"] = Required(VocabSize, "vocab_size"),
+            },
+            ["search"] = new JsonObject
+            {
+                ["diversity_penalty"] = 0.0,
+                ["do_sample"] = SearchDoSample ?? false,
+                ["early_stopping"] = true,
+                ["length_penalty"] = 1.0,
+                ["max_length"] = SearchMaxLength ?? Required(ContextLength, "context_length"),
+                ["min_length"] = 0,
+                ["no_repeat_ngram_size"] = 0,
+                ["num_beams"] = 1,
+                ["num_return_sequences"] = 1,
+                ["past_present_share_buffer"] = PastPresentShareBuffer ?? false,
+                ["repetition_penalty"] = 1.0,
+                ["temperature"] = SearchTemperature ?? 1.0,
+                ["top_k"] = SearchTopK ?? 1,
+                ["top_p"] = SearchTopP ?? 1.0,
+            },
+        };
+        return json.ToJsonString(new JsonSerializerOptions { WriteIndented = true });
     }
 }
 

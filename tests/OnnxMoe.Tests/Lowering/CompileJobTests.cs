@@ -86,6 +86,12 @@ public sealed class CompileJobTests : IDisposable
         Assert.True(report.Parameters.RoutedExperts > 0);
         var genai = JsonNode.Parse(File.ReadAllText(Path.Combine(output, "genai_config.json")))!;
         Assert.Equal("model.onnx", (string)genai["model"]!["decoder"]!["filename"]!);
+        Assert.Equal("decoder", (string)genai["model"]!["type"]!);
+        Assert.False((bool)genai["search"]!["past_present_share_buffer"]!);
+        Assert.Equal(0, (int)genai["model"]!["decoder"]!["session_options"]!["intra_op_num_threads"]!);
+        // Reading and writing are one class: what compile wrote reads back and writes out unchanged.
+        string written = File.ReadAllText(Path.Combine(output, "genai_config.json"));
+        Assert.Equal(written, OnnxMoe.Inference.Models.GenAiConfig.Load(Path.Combine(output, "genai_config.json")).ToJson() + "\n");
 
         var model = Onnx.OnnxReader.Read(Path.Combine(output, "model.onnx"));
         var s = DecoderStructure.Read(model);

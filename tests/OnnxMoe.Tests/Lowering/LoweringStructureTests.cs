@@ -1,5 +1,6 @@
 using System.Text.Json.Nodes;
 using OnnxMoe.Checkpoints;
+using OnnxMoe.Compiler.Compile;
 using OnnxMoe.Ir;
 using OnnxMoe.Ir.Tensors;
 using OnnxMoe.Lowering;
@@ -87,8 +88,9 @@ public sealed class LoweringStructureTests
             Assert.Equal(family == "qwen2-moe", names.Contains("/model/layers.0/attn/q_proj/Add"));
             Assert.Equal(family is "qwen3-moe" or "olmoe", names.Any(n => n.StartsWith("/model/layers.0/attn/q_norm/")));
 
-            var genai = JsonNode.Parse(GenAiConfig.ToJson(lowered.Spec))!;
+            var genai = JsonNode.Parse(GenAiConfigFactory.From(lowered.Spec, "model.onnx", lowered.Spec.NumLayers).ToJson())!;
             Assert.Equal(2, (int)genai["model"]!["decoder"]!["num_hidden_layers"]!);
+            Assert.Equal("decoder", (string)genai["model"]!["type"]!);
             Assert.Equal("past_key_values.%d.key", (string)genai["model"]!["decoder"]!["inputs"]!["past_key_names"]!);
         }
         finally { Directory.Delete(dir, true); }

@@ -1,0 +1,31 @@
+using OnnxMoe.Inference.Models;
+using OnnxMoe.Lowering.Families;
+
+namespace OnnxMoe.Compiler.Compile;
+
+/// <summary>The genai_config.json of a compiled decoder, from the lowering's <see cref="DecoderSpec"/>.</summary>
+public static class GenAiConfigFactory
+{
+    /// <param name="numLayers">KV-cache layers in the graph (after block drop, fewer than the spec's).</param>
+    public static GenAiConfig From(DecoderSpec spec, string modelFileName, int numLayers) => new()
+    {
+        // GenAI runs our graphs as its generic decoder; the family names are not model types it accepts.
+        ModelType = GenAiConfig.DecoderModelType,
+        BosTokenId = spec.BosTokenId,
+        EosTokenIds = spec.EosTokenIds,
+        PadTokenId = spec.PadTokenId,
+        ContextLength = spec.ContextLength,
+        VocabSize = spec.VocabSize,
+        DecoderFileName = modelFileName,
+        HeadSize = spec.HeadDim,
+        HiddenSize = spec.HiddenSize,
+        NumAttentionHeads = spec.NumAttentionHeads,
+        NumHiddenLayers = numLayers,
+        NumKeyValueHeads = spec.NumKeyValueHeads,
+        SearchMaxLength = spec.ContextLength,
+        // 0 = ORT's default, one intra-op thread per physical core of the machine the model runs on (measured: 0 gives
+        // ORT's pool, as 2 does on a 2-core box); GenAI's own default, half the hardware threads, leaves cores idle.
+        IntraOpNumThreads = 0,
+        PastPresentShareBuffer = false, // KV cache grows by Concat: past and present are separate buffers
+    };
+}
