@@ -21,8 +21,8 @@ public sealed record CalibrationOptions
 }
 
 /// <summary>
-/// <see cref="ICalibrationScores"/> over ORT: each measurement writes the model's calibration copy (see
-/// <see cref="CalibrationProbes"/>) to a temporary folder, runs it on the calibration samples in batches and
+/// <see cref="ICalibrationScores"/> over ORT: each measurement opens an in-memory session on the model's calibration copy (see
+/// <see cref="CalibrationProbes"/>, <see cref="InMemorySession"/>), runs it on the calibration samples in batches and
 /// accumulates the probes' per-batch sums in double. Nothing per token is kept, so memory is one batch's
 /// activations. Reconstruction errors run each MoE layer alone (<see cref="MoeLayerModel"/>) on the layer's
 /// inputs, batch by batch, once per candidate subset.
