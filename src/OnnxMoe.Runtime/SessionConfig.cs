@@ -97,9 +97,12 @@ public sealed class SessionConfig
         catch (Ort.OnnxRuntimeException e)
         {
             var inner = OrtException.From(e);
+            // ORT's text carries its source location; the loader's reason (the missing library) is what the user needs.
+            var load = System.Text.RegularExpressions.Regex.Match(inner.Message, @"Failed to load library (\S+) with error: (.*)$");
+            string reason = load.Success ? $"loading {Path.GetFileName(load.Groups[1].Value)} failed: {load.Groups[2].Value.Trim()}" : OrtLibrary.OneLine(inner.Message);
             throw new OrtException(inner.Code,
-                $"--device cuda: the CUDA execution provider of ONNX Runtime {OrtRuntime.Version} ({OrtRuntime.LibraryPath}) cannot be loaded: " +
-                $"{OrtLibrary.OneLine(inner.Message)} (it needs an NVIDIA driver, the CUDA 13 runtime, cuBLAS and cuDNN 9 on the library path; or use --device cpu)", e);
+                $"--device cuda: the CUDA execution provider of ONNX Runtime {OrtRuntime.Version} cannot be loaded: {reason} " +
+                "(it needs an NVIDIA driver, the CUDA 13 runtime, cuBLAS and cuDNN 9 on the library path; or use --device cpu)", e);
         }
     }
 }
