@@ -84,13 +84,13 @@ public sealed class GenAiDeploymentTests : IDisposable
     private string Compile(string family, string variant)
     {
         string output = Path.Combine(_dir, family + "-" + variant);
-        var pipeline = PassPipeline.Parse(Pipeline(family, variant), PassRegistry.CreateDefault());
-        new CompileJob(FamilyData.Dir(family), output, new CompileOptions
+        CompileJob.Run(new CompileRequest
         {
+            Checkpoint = FamilyData.Dir(family),
+            Output = output,
             WeightType = variant == "fp16" ? DataType.Float16 : DataType.Float,
-            Pipeline = pipeline.ToString(),
-            Transform = lowered => new PassManager().Run(lowered.Model, pipeline, new PassContext()),
-        }).Run();
+            Pipeline = Pipeline(family, variant),
+        });
         return output;
     }
 
