@@ -13,14 +13,15 @@ internal static class BenchCommand
         var gen = new Option<int>("--gen") { Description = "Tokens generated with the KV cache for the decode measurement.", DefaultValueFactory = _ => 64 };
         var batch = new Option<int>("--batch") { Description = "Sequences per run (the paper: 1).", DefaultValueFactory = _ => 1 };
         var repeat = new Option<int>("--repeat") { Description = "Measured repeats per model (medians are reported); one warm-up run is excluded.", DefaultValueFactory = _ => 3 };
+        var engine = new Option<string>("--engine") { Description = "Comma list of engines each folder is measured with: ort (onnxmoe's decoder over ONNX Runtime), genai (ONNX Runtime GenAI with the folder's genai_config.json).", DefaultValueFactory = _ => "ort" };
         var json = new Option<bool>("--json") { Description = "Print the results as JSON." };
         var device = CommonOptions.Device();
         var threads = CommonOptions.Threads();
         var command = new Command("bench", "Measure prefill tokens/s, decode tokens/s (1 / median time per generated token, KV cache), peak RSS and file bytes of " +
             "one or more compiled models in one run, with ratios against the first.\n" +
-            "Example: onnxmoe bench out/base out/int4 out/block-drop-int4 --prompt-len 128 --gen 64")
+            "Example: onnxmoe bench out/base out/int4 out/block-drop-int4 --prompt-len 128 --gen 64 --engine ort,genai")
         {
-            models, promptLen, gen, batch, repeat, json, device, threads,
+            models, promptLen, gen, batch, repeat, engine, json, device, threads,
         };
         command.SetAction(parse =>
         {
@@ -33,6 +34,7 @@ internal static class BenchCommand
                 Batch = parse.GetValue(batch),
                 Repeats = parse.GetValue(repeat),
                 Session = CommonOptions.SessionConfig(parse.GetValue(device)!, parse.GetValue(threads)),
+                Engines = BenchEngines.Parse(parse.GetValue(engine)!),
             };
             options.Validate();
             var report = new BenchRunner(options, message => Console.Error.WriteLine(message)).Run(dirs);

@@ -10,6 +10,36 @@ using OnnxMoe.Runtime;
 
 namespace OnnxMoe.Compiler.Bench;
 
+/// <summary>What runs a model in a benchmark: onnxmoe's own decoder over ORT, or ONNX Runtime GenAI's generator.</summary>
+public enum BenchEngine
+{
+    Ort,
+    GenAi,
+}
+
+public static class BenchEngines
+{
+    public static string Name(this BenchEngine engine) => engine == BenchEngine.GenAi ? "genai" : "ort";
+
+    /// <summary>Parses a comma list such as "ort,genai" (order kept: the first engine's first row is the baseline).</summary>
+    public static IReadOnlyList<BenchEngine> Parse(string text)
+    {
+        var engines = new List<BenchEngine>();
+        foreach (var part in text.Split(',', StringSplitOptions.TrimEntries))
+        {
+            var engine = part.ToLowerInvariant() switch
+            {
+                "ort" => BenchEngine.Ort,
+                "genai" => BenchEngine.GenAi,
+                _ => throw new UserErrorException($"--engine: unknown engine '{part}' (expected ort, genai or a comma list of them)"),
+            };
+            if (engines.Contains(engine)) throw new UserErrorException($"--engine: '{part}' is listed twice");
+            engines.Add(engine);
+        }
+        return engines;
+    }
+}
+
 /// <summary>Settings of a benchmark run (the paper's protocol: batch 1, decode = 1 / median time per generated token).</summary>
 public sealed record BenchOptions
 {
@@ -24,6 +54,8 @@ public sealed record BenchOptions
     public int WarmupRuns { get; init; } = 1;
     /// <summary>Threads and device of the sessions; null = ORT defaults on CPU.</summary>
     public SessionConfig? Session { get; init; }
+    /// <summary>Engines each folder is measured with, in row order.</summary>
+    public IReadOnlyList<BenchEngine> Engines { get; init; } = [BenchEngine.Ort];
 
     public void Validate()
     {
@@ -32,6 +64,10 @@ public sealed record BenchOptions
         if (Batch < 1) throw new UserErrorException($"--batch must be at least 1, got {Batch}");
         if (Repeats < 1) throw new UserErrorException($"--repeat must be at least 1, got {Repeats}");
         if (WarmupRuns < 0) throw new UserErrorException($"warm-up runs must be 0 or more, got {WarmupRuns}");
+        if (Engines.Count == 0) throw new UserErrorException("--engine needs at least one engine");
+        if (Engines.Contains(BenchEngine.GenAi) && Batch != 1) throw new UserErrorException($"--engine genai measures batch 1 only, got --batch {Batch}");
+        if (Engines.Contains(BenchEngine.GenAi) && Session?.Device == ExecutionDevice.Cuda)
+            throw new UserErrorException("--engine genai runs on the CPU here (the provider comes from genai_config.json); drop --device cuda");
     }
 }
 
@@ -60,7 +96,11 @@ public sealed record BenchModelResult(
     long PeakRssBytes,
     long PeakRssDeltaBytes,
     bool PeakIsolated,
-    double LoadSeconds);
+    double LoadSeconds)
+{
+    /// <summary>The engine that ran the model (<see cref="BenchEngines.Name"/>).</summary>
+    public string Engine { get; init; } = "ort";
+}
 
 /// <summary>A result with ratios against the baseline (the first model): speedups (higher is better) and size/memory ratios (lower is better).</summary>
 public sealed record BenchRow(BenchModelResult Result, double PrefillSpeedup, double DecodeSpeedup, double MemoryRatio, double FileSizeRatio);
@@ -89,10 +129,11 @@ public sealed class BenchReport
     public string ToTable()
     {
         var inv = CultureInfo.InvariantCulture;
-        var header = new[] { "model", "file MB", "prefill tok/s", "decode tok/s", "ms/token", "peak RSS MB", "prefill x", "decode x", "memory x", "size x" };
+        var header = new[] { "model", "engine", "file MB", "prefill tok/s", "decode tok/s", "ms/token", "peak RSS MB", "prefill x", "decode x", "memory x", "size x" };
         var lines = Rows.Select(r => new[]
         {
             r.Result.Model,
+            r.Result.Engine,
             (r.Result.ModelFileBytes / 1e6).ToString("F1", inv),
             r.Result.PrefillTokensPerSecond.ToString("F1", inv),
             r.Result.DecodeTokensPerSecond.ToString("F2", inv),
@@ -107,7 +148,7 @@ public sealed class BenchReport
         var sb = new StringBuilder();
         sb.Append(string.Join("  ", header.Select((h, i) => i == 0 ? h.PadRight(widths[i]) : h.PadLeft(widths[i])))).Append('\n');
         foreach (var l in lines) sb.Append(string.Join("  ", l.Select((c, i) => i == 0 ? c.PadRight(widths[i]) : c.PadLeft(widths[i])))).Append('\n');
-        sb.Append(CultureInfo.InvariantCulture, $"{Runtime}; batch {Options.Batch}, prompt {Options.PromptLength}, {Options.GenerateTokens} generated tokens, median of {Options.Repeats} repeats after {Options.WarmupRuns} warm-up; ratios vs {Rows[0].Result.Model}; peak RSS = process peak minus RSS before loading the model");
+        sb.Append(CultureInfo.InvariantCulture, $"{Runtime}; batch {Options.Batch}, prompt {Options.PromptLength}, {Options.GenerateTokens} generated tokens, median of {Options.Repeats} repeats after {Options.WarmupRuns} warm-up; ratios vs {Rows[0].Result.Model} ({Rows[0].Result.Engine}); peak RSS = process peak minus RSS before loading the model");
         if (Rows.Any(r => !r.Result.PeakIsolated)) sb.Append(" (* peak not isolated: the kernel refused to reset it)");
         return sb.Append('\n').ToString();
     }
@@ -123,9 +164,9 @@ public sealed class BenchReport
 }
 
 /// <summary>
-/// Benchmarks compiled model folders one after another in this process through <see cref="OrtDecoder"/>:
-/// prefill of a synthetic prompt (deterministic token ids), then greedy decoding one token at a time
-/// with the KV cache. Memory is measured as described on <see cref="BenchModelResult"/>.
+/// Benchmarks compiled model folders one after another in this process through <see cref="OrtDecoder"/> and/or ONNX
+/// Runtime GenAI (the folder's genai_config.json): prefill of a synthetic prompt (deterministic token ids), then greedy
+/// decoding one token at a time with the KV cache. Memory is measured as described on <see cref="BenchModelResult"/>.
 /// </summary>
 public sealed class BenchRunner
 {
@@ -148,12 +189,19 @@ public sealed class BenchRunner
         var results = new List<BenchModelResult>();
         for (int i = 0; i < folders.Count; i++)
         {
-            _progress?.Invoke($"bench {names[i]} ({i + 1}/{folders.Count})");
-            results.Add(Measure(folders[i], names[i]));
+            foreach (var engine in _options.Engines)
+            {
+                _progress?.Invoke($"bench {names[i]} with {engine.Name()} ({i + 1}/{folders.Count})");
+                results.Add(engine == BenchEngine.GenAi ? GenAiBench.Measure(this, folders[i], names[i]) : Measure(folders[i], names[i]));
+            }
         }
         string device = (_options.Session?.Device ?? ExecutionDevice.Cpu) == ExecutionDevice.Cuda ? "CUDA" : "CPU";
-        return new BenchReport(_options, results, $"ONNX Runtime {OrtRuntime.Version}, {device}");
+        string genAi = _options.Engines.Contains(BenchEngine.GenAi) ? $", ONNX Runtime GenAI {GenAiBench.Version}" : "";
+        return new BenchReport(_options, results, $"ONNX Runtime {OrtRuntime.Version}{genAi}, {device}");
     }
+
+    internal BenchOptions Options => _options;
+    internal void Progress(string message) => _progress?.Invoke(message);
 
     /// <summary>
     /// One untimed run before any measurement: ORT's thread pools and kernel registry and our own JIT are
@@ -162,7 +210,9 @@ public sealed class BenchRunner
     private void WarmUpProcess(ModelFolder folder)
     {
         _progress?.Invoke("bench: warming up the process (untimed)");
-        using (var decoder = OrtDecoder.Open(folder, _options.Session)) RunOnce(decoder);
+        if (_options.Engines.Contains(BenchEngine.Ort))
+            using (var decoder = OrtDecoder.Open(folder, _options.Session)) RunOnce(decoder);
+        if (_options.Engines.Contains(BenchEngine.GenAi)) GenAiBench.WarmUp(this, folder);
         ReleaseFreedMemory();
     }
 
@@ -196,12 +246,19 @@ public sealed class BenchRunner
         }
     }
 
+    /// <summary>The deterministic synthetic prompt: <paramref name="count"/> ids below <paramref name="vocab"/>.</summary>
+    internal static long[] PromptIds(int count, int vocab)
+    {
+        var ids = new long[count];
+        for (int i = 0; i < ids.Length; i++) ids[i] = (i * 7919L + 13) % vocab;
+        return ids;
+    }
+
     /// <summary>One prefill (seconds) and the per-token decode times (seconds).</summary>
     private (double Prefill, List<double> Decode) RunOnce(OrtDecoder decoder)
     {
         int batch = _options.Batch, p = _options.PromptLength, vocab = decoder.VocabSize;
-        var ids = new long[batch * p];
-        for (int i = 0; i < ids.Length; i++) ids[i] = (i * 7919L + 13) % vocab;   // deterministic synthetic prompt
+        var ids = PromptIds(batch * p, vocab);
         var positions = new long[batch * p];
         for (int b = 0; b < batch; b++) for (int t = 0; t < p; t++) positions[b * p + t] = t;
         using var state = decoder.CreateState(batch);
@@ -229,7 +286,7 @@ public sealed class BenchRunner
     /// (glibc malloc_trim), so the RSS before the next model is what is really in use and its delta is
     /// not hidden by reuse of the previous model's freed pages.
     /// </summary>
-    private static void ReleaseFreedMemory()
+    internal static void ReleaseFreedMemory()
     {
         GC.Collect();
         GC.WaitForPendingFinalizers();
