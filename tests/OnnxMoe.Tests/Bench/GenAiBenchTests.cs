@@ -18,7 +18,7 @@ public sealed class GenAiBenchTests : IDisposable
     private string CompileTiny()
     {
         var output = Path.Combine(_dir, "tiny");
-        new CompileJob(FamilyData.Dir("mixtral"), output, new CompileOptions()).Run();
+        CompileJob.Run(new CompileRequest { Checkpoint = FamilyData.Dir("mixtral"), Output = output });
         return output;
     }
 
