@@ -20,7 +20,7 @@ internal static class GenAiBench
     public static void WarmUp(BenchRunner runner, ModelFolder folder)
     {
         using var config = OpenConfig(runner.Options, folder);
-        using var model = new Model(config);
+        using var model = Load(config, folder);
         RunOnce(runner.Options, model, VocabSize(folder));
     }
 
@@ -36,7 +36,7 @@ internal static class GenAiBench
         var prefill = new List<double>();
         var decode = new List<double>();
         using var config = OpenConfig(options, folder);
-        using var model = new Model(config);
+        using var model = Load(config, folder);
         double loadSeconds = load.Elapsed.TotalSeconds;
         for (int run = 0; run < options.WarmupRuns + options.Repeats; run++)
         {
@@ -54,6 +54,19 @@ internal static class GenAiBench
             memory.PeakResidentBytes, memory.PeakResidentBytes - before, isolated, loadSeconds) { Engine = BenchEngine.GenAi.Name() };
     }
 
+    /// <summary>GenAI's model over the folder; GenAI's refusal (e.g. a genai_config.json of an older onnxmoe) is a user error naming the folder.</summary>
+    private static Model Load(Config config, ModelFolder folder)
+    {
+        try
+        {
+            return new Model(config);
+        }
+        catch (OnnxRuntimeGenAIException e)
+        {
+            throw new UserErrorException($"{folder.Directory}: ORT GenAI cannot load this folder: {e.Message} (recompile it with this onnxmoe)");
+        }
+    }
+
     private static int VocabSize(ModelFolder folder) =>
         folder.GenAi?.VocabSize ?? throw new UserErrorException($"{folder.Directory}: --engine genai needs genai_config.json with vocab_size (onnxmoe compile writes it)");
 
@@ -62,7 +75,15 @@ internal static class GenAiBench
     {
         _ = VocabSize(folder);
         OrtRuntime.EnsureInitialized();   // GenAI then uses the libonnxruntime already loaded in this process
-        var config = new Config(folder.Directory);
+        Config config;
+        try
+        {
+            config = new Config(folder.Directory);
+        }
+        catch (OnnxRuntimeGenAIException e)
+        {
+            throw new UserErrorException($"{folder.Directory}: ORT GenAI cannot read genai_config.json: {e.Message} (recompile it with this onnxmoe)");
+        }
         if (options.Session is { IntraOpThreads: > 0 } session)
             config.Overlay("{\"model\":{\"decoder\":{\"session_options\":{\"intra_op_num_threads\":" + session.IntraOpThreads + "}}}}");
         return config;
