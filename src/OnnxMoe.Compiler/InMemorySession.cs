@@ -14,18 +14,10 @@ public sealed class InMemorySession : IDisposable
     public InMemorySession(Model model, SessionConfig? config = null, string name = "region")
     {
         using var serialized = OnnxWriter.ToMemory(model);
+        // The session owns the image from here on, and frees it also when it fails to open.
         var data = serialized.DetachData();
-        try
-        {
-            var files = data is null ? null : new[] { new ExternalDataFile(serialized.DataFileName, data) };
-            Session = new InferenceSession(serialized.Proto, $"{name} (in memory)", config, files);
-        }
-        catch
-        {
-            // The session frees the image when it fails to open; freeing twice is harmless.
-            data?.Dispose();
-            throw;
-        }
+        var files = data is null ? null : new[] { new ExternalDataFile(serialized.DataFileName, data) };
+        Session = new InferenceSession(serialized.Proto, $"{name} (in memory)", config, files);
     }
 
     public InferenceSession Session { get; }

@@ -16,19 +16,15 @@ namespace OnnxMoe.Runtime;
 public sealed class OrtValue : IDisposable
 {
     private readonly Ort.OrtValue _value;
-    private readonly IDisposable? _pin;
-    /// <summary>Where the tensor's bytes are, when this wrapper knows (memory it pinned or allocated); the binding
-    /// cannot give raw spans of sub-byte element types (int4, uint4), so those always go through here.</summary>
-    private readonly IntPtr _knownData;
+    private readonly ManagedPin? _pin;
     private bool _disposed;
     private long[]? _shape;
     private DataType? _elementType;
 
-    private OrtValue(Ort.OrtValue value, IDisposable? pin = null, IntPtr knownData = default)
+    private OrtValue(Ort.OrtValue value, ManagedPin? pin = null)
     {
         _value = value;
         _pin = pin;
-        _knownData = knownData;
     }
 
     /// <summary>Takes ownership of a value ORT produced.</summary>
@@ -62,7 +58,7 @@ public sealed class OrtValue : IDisposable
             OrtRuntime.EnsureInitialized();
             var value = Ort.OrtValue.CreateTensorValueWithData(Ort.OrtMemoryInfo.DefaultInstance, (Ort.Tensors.TensorElementType)(int)elementType,
                 shape.ToArray(), (IntPtr)pin.Pointer, byteLength);
-            return new OrtValue(value, new ManagedPin(pin), (IntPtr)pin.Pointer);
+            return new OrtValue(value, new ManagedPin(pin));
         }
         catch (Ort.OnnxRuntimeException e)
         {
@@ -181,7 +177,7 @@ public sealed class OrtValue : IDisposable
     }
 
     /// <summary>The tensor's elements in place (valid until disposal); <typeparamref name="T"/> must have the element width.</summary>
-    public unsafe Span<T> GetSpan<T>() where T : unmanaged
+    public Span<T> GetSpan<T>() where T : unmanaged
     {
         var type = ElementType;
         if (type == DataType.String || type.BitWidth() != Unsafe.SizeOf<T>() * 8)
@@ -190,15 +186,14 @@ public sealed class OrtValue : IDisposable
     }
 
     /// <summary>The tensor's raw bytes in place (ONNX raw layout; sub-byte types packed), valid until disposal.</summary>
-    public unsafe Span<byte> GetBytes()
+    public Span<byte> GetBytes()
     {
         var type = ElementType;
         if (type == DataType.String) throw new InvalidOperationException("string tensors have no raw byte layout");
         long length = type.ByteCount(ElementCount);
-        if (_knownData != IntPtr.Zero || length == 0)
-            return new Span<byte>((void*)_knownData, checked((int)length));
+        if (length == 0) return [];
         if (type.BitWidth() < 8)
-            throw new NotSupportedException($"raw bytes of a {type.Name()} tensor ORT allocated are not reachable through the binding");
+            throw new NotSupportedException($"raw bytes of a {type.Name()} tensor ORT produced are not reachable through the binding (it has no sub-byte element types)");
         var bytes = Native.GetTensorMutableRawData();
         return bytes.Length == length ? bytes : bytes[..checked((int)length)];
     }

@@ -38,7 +38,7 @@ internal static class CompileCommand
             bool print = parse.GetValue(printIr), asJson = parse.GetValue(json);
             var request = new CompileRequest
             {
-                Checkpoint = CommonOptions.ExistingFolder(parse.GetValue(checkpoint)!, "checkpoint"),
+                Checkpoint = parse.GetValue(checkpoint)!,
                 Output = parse.GetValue(output)!,
                 Pipeline = parse.GetValue(pipeline),
                 Recipe = parse.GetValue(recipe),
@@ -51,16 +51,14 @@ internal static class CompileCommand
                 VerifyOrt = parse.GetValue(verifyOrt),
                 AfterChange = print ? (m, record) => Console.Error.Write($"// IR after {record.Invocation}\n{Ir.Printing.IrPrinter.Print(m)}") : null,
             };
-            var job = new CompileJob(request);
-            var (passes, _) = request.Resolve();   // option errors before the first progress line
+            var job = new CompileJob(request);   // option errors before the first progress line
             if (asJson)
             {
-                var quiet = CompileJob.Run(request);
-                Console.WriteLine(quiet.ToJson());
+                Console.WriteLine(job.Run().ToJson());
                 return 0;
             }
-            Console.Error.WriteLine($"compiling {job.CheckpointDirectory} -> {job.OutputDirectory}" + (passes.Steps.Count > 0 ? $" with {passes}" : ""));
-            var report = Progress.RunCompile(parse.GetValue(verbose), sink => CompileJob.Run(request with { Progress = sink }));
+            Console.Error.WriteLine($"compiling {job.CheckpointDirectory} -> {job.OutputDirectory}" + (job.Pipeline.Steps.Count > 0 ? $" with {job.Pipeline}" : ""));
+            var report = Progress.RunCompile(parse.GetValue(verbose), sink => job.WithProgress(sink).Run());
             Console.WriteLine($"{report.Family} ({report.Architecture}), {report.NumLayers} layers ({report.MoeLayers} MoE), {report.Parameters.Total:N0} parameters, " +
                 $"{report.Bytes.Model + report.Bytes.Data:N0} bytes written in {report.Timings.TotalSeconds:F1} s, peak RSS {Runtime.PeakMemory.PeakResidentBytes / (1 << 20):N0} MiB -> {job.OutputDirectory}");
             return 0;

@@ -24,16 +24,35 @@ public sealed class CompileJob
     public const string GenAiConfigFileName = "genai_config.json";
     public const string ReportFileName = "compile_report.json";
 
+    /// <summary>Checks the request (checkpoint folder, pipeline or recipe, every pass's options, calibration settings)
+    /// before any work; errors are <see cref="UserErrorException"/>s.</summary>
     public CompileJob(CompileRequest request)
     {
         Request = request;
         CheckpointDirectory = Path.GetFullPath(request.Checkpoint);
         OutputDirectory = Path.GetFullPath(request.Output.TrimEnd('/', '\\'));
+        if (!Directory.Exists(CheckpointDirectory)) throw new UserErrorException($"{request.Checkpoint}: no such checkpoint folder");
+        (Pipeline, Calibration) = request.Resolve();
+    }
+
+    private CompileJob(CompileJob resolved, CompileRequest request)
+    {
+        Request = request;
+        CheckpointDirectory = resolved.CheckpointDirectory;
+        OutputDirectory = resolved.OutputDirectory;
+        (Pipeline, Calibration) = (resolved.Pipeline, resolved.Calibration);
     }
 
     public CompileRequest Request { get; }
     public string CheckpointDirectory { get; }
     public string OutputDirectory { get; }
+    /// <summary>The pipeline the request stands for (its recipe's, or the parsed pipeline text).</summary>
+    public PassPipeline Pipeline { get; }
+    /// <summary>Calibration settings: the recipe's, overridden by the request's.</summary>
+    public CalibrationSettings Calibration { get; }
+
+    /// <summary>The same job reporting to <paramref name="progress"/> (a display created once the job is known to be valid).</summary>
+    public CompileJob WithProgress(ICompileProgress? progress) => new(this, Request with { Progress = progress });
 
     /// <summary>Compiles <paramref name="request"/> end to end; returns the report also written to compile_report.json.</summary>
     public static CompileReport Run(CompileRequest request) => new CompileJob(request).Run();
@@ -42,8 +61,6 @@ public sealed class CompileJob
     public CompileReport Run()
     {
         var total = Stopwatch.StartNew();
-        if (!Directory.Exists(CheckpointDirectory)) throw new UserErrorException($"{Request.Checkpoint}: no such checkpoint folder");
-        var (pipeline, calibration) = Request.Resolve();   // option errors before any work
         if (Directory.Exists(OutputDirectory) && !Request.Overwrite && Directory.EnumerateFileSystemEntries(OutputDirectory).Any())
             throw new UserErrorException($"{OutputDirectory}: output folder already exists and is not empty (remove it or pass --overwrite)");
         if (File.Exists(OutputDirectory)) throw new UserErrorException($"{OutputDirectory}: output path is a file");
@@ -54,7 +71,7 @@ public sealed class CompileJob
         Directory.CreateDirectory(temp);
         try
         {
-            var report = Build(temp, pipeline, calibration, total);
+            var report = Build(temp, Pipeline, Calibration, total);
             Publish(temp);
             return report;
         }
