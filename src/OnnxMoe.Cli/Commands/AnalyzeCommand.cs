@@ -21,11 +21,14 @@ internal static class AnalyzeCommand
         var recipes = new Option<string[]>("--recipe") { Description = "Recipes to evaluate (names or files; default: every built-in recipe)." };
         var output = new Option<string?>("--output", "-o") { Description = "Folder for analysis.json and the SVG charts (blocks.svg, layers.svg, experts.svg)." };
         var json = new Option<bool>("--json") { Description = "Print the analysis as JSON instead of tables and bar charts." };
+        var device = CommonOptions.Device();
+        var threads = CommonOptions.Threads();
+        var calibrationMemory = CommonOptions.CalibrationMemory();
         var command = new Command("analyze", "Score a model on calibration text with ONNX Runtime: per-block and per-MoE-layer cosine similarities (input vs output), " +
             "per-expert routing weight; shows which blocks, layers and experts each recipe would remove.\n" +
             "Example: onnxmoe analyze models/tiny-mixtral --samples 16 --seq-len 256 -o out/analysis")
         {
-            source, calibration, samples, seqLen, recipes, output, json,
+            source, calibration, samples, seqLen, recipes, output, json, device, threads, calibrationMemory,
         };
         command.SetAction(parse =>
         {
@@ -41,12 +44,18 @@ internal static class AnalyzeCommand
             }
             using (checkpoint)
             {
-                var data = CalibrationData.FromSettings(dir, settings);
-                Console.Error.WriteLine($"scoring on {data.Samples.Count} samples x {data.SequenceLength} tokens from {data.Source}");
+                long? budget = CommonOptions.ParseSize(parse.GetValue(calibrationMemory), "--calibration-memory");
+                var session = CommonOptions.SessionConfig(parse.GetValue(device)!, parse.GetValue(threads));
+                var corpus = CalibrationCorpus.FromSettings(dir, settings);
                 var names = parse.GetValue(recipes) is { Length: > 0 } r ? r : null;
                 var report = Progress.Run("calibration", advance =>
                 {
-                    var scores = new OrtCalibrationScores(data, new CalibrationOptions { Progress = p => advance(p.SamplesDone, p.SamplesTotal, p.Stage) });
+                    using var scores = new OrtCalibrationScores(corpus, settings.Samples, settings.SeqLen, new CalibrationCoreOptions
+                    {
+                        Session = session, MemoryBudget = budget ?? 0, MemoryBudgetExplicit = budget is not null,
+                        Progress = p => advance(p.SamplesDone, p.SamplesTotal, p.Stage), Log = Console.Error.WriteLine,
+                    });
+                    Console.Error.WriteLine($"scoring on {scores.Windows.Count} samples x {scores.Windows.Length} tokens from {corpus.Source}");
                     return Analyzer.Run(model, scores, PassRegistry.CreateDefault(), names);
                 });
                 if (parse.GetValue(json)) Console.WriteLine(report.ToJson());

@@ -34,6 +34,26 @@ internal static class CommonOptions
         return new SessionConfig { Device = parsed, IntraOpThreads = threads };
     }
 
+    public static Option<string?> CalibrationMemory() => new("--calibration-memory")
+    {
+        Description = "Memory calibration may use: one decoder block's weights resident at a time, a batch of activations, and the hidden " +
+                      "states between blocks (beyond the budget they spill to a temporary file), e.g. 2GiB, 512MiB (default: half of the " +
+                      "machine's or container's memory). A block that does not fit is an error naming the size it needs.",
+    };
+
+    /// <summary>A size such as 3GiB, 512MiB, 1.5G, 800M or plain bytes; null stays null.</summary>
+    public static long? ParseSize(string? text, string option)
+    {
+        if (text is null) return null;
+        var m = System.Text.RegularExpressions.Regex.Match(text.Trim(), @"^(\d+(?:\.\d+)?)\s*([KMGT]?)(i?B?)$", System.Text.RegularExpressions.RegexOptions.IgnoreCase);
+        if (!m.Success || !double.TryParse(m.Groups[1].Value, System.Globalization.NumberStyles.Float, System.Globalization.CultureInfo.InvariantCulture, out var v))
+            throw new UserErrorException($"{option}: '{text}' is not a size (e.g. 2GiB, 512MiB, 1.5G)");
+        int shift = m.Groups[2].Value.ToUpperInvariant() switch { "K" => 10, "M" => 20, "G" => 30, "T" => 40, _ => 0 };
+        double bytes = v * Math.Pow(2, shift);
+        if (!(bytes >= 1 << 20) || bytes > long.MaxValue / 2) throw new UserErrorException($"{option}: {text} is out of range (at least 1MiB)");
+        return (long)bytes;
+    }
+
     public static string ExistingFile(string path, string what)
     {
         if (Directory.Exists(path)) throw new UserErrorException($"{path}: is a folder, expected {what} file");

@@ -24,6 +24,7 @@ internal static class CompileCommand
         var json = new Option<bool>("--json") { Description = "Print only compile_report.json's contents on stdout (no progress display)." };
         var device = CommonOptions.Device();
         var threads = CommonOptions.Threads();
+        var calibrationMemory = CommonOptions.CalibrationMemory();
         var command = new Command("compile", "Compile a Hugging Face MoE checkpoint (Mixtral, DeepSeek-MoE, Qwen2-MoE, Qwen3-MoE, OLMoE) into an ONNX Runtime model folder, " +
             "optionally compressed by a pass pipeline or recipe. Weights stream from the checkpoint; memory stays bounded. " +
             "On a terminal a live display shows each stage (lowering, every pass with its calibration, writing) with bars, elapsed time and ETA; " +
@@ -31,7 +32,7 @@ internal static class CompileCommand
             "Examples:\n  onnxmoe compile models/tiny-mixtral -o out/tiny-mixtral\n  onnxmoe compile models/tiny-mixtral -o out/tiny-mixtral-bd-awq --recipe block-drop-awq\n" +
             "  onnxmoe compile ckpt -o out --pipeline \"drop-blocks{blocks=3,7},quantize-int4{method=rtn,block-size=32}\"")
         {
-            checkpoint, output, dtype, pipeline, recipe, calibration, samples, seqLen, overwrite, printIr, verifyOrt, verbose, json, device, threads,
+            checkpoint, output, dtype, pipeline, recipe, calibration, samples, seqLen, overwrite, printIr, verifyOrt, verbose, json, device, threads, calibrationMemory,
         };
         command.SetAction(parse =>
         {
@@ -48,6 +49,7 @@ internal static class CompileCommand
                 WeightType = CompileRequest.ParseDType(parse.GetValue(dtype)!),
                 Overwrite = parse.GetValue(overwrite),
                 Session = CommonOptions.SessionConfig(parse.GetValue(device)!, parse.GetValue(threads)),
+                CalibrationMemory = CommonOptions.ParseSize(parse.GetValue(calibrationMemory), "--calibration-memory"),
                 VerifyOrt = parse.GetValue(verifyOrt),
                 AfterChange = print ? (m, record) => Console.Error.Write($"// IR after {record.Invocation}\n{Ir.Printing.IrPrinter.Print(m)}") : null,
             };

@@ -1,9 +1,12 @@
 using System.Numerics.Tensors;
-using OnnxMoe.Inference.Tokenization;
+using OnnxMoe.Compiler.Calibration;
 using OnnxMoe.Ir;
-using OnnxMoe.Passes;
+using OnnxMoe.Ir.Building;
+using OnnxMoe.Ir.Tensors;
 using OnnxMoe.Passes.Quantization;
 using OnnxMoe.Runtime;
+using OnnxMoe.Structure;
+using Tensor = OnnxMoe.Ir.Tensors.Tensor;
 
 namespace OnnxMoe.Compiler.Awq;
 
@@ -44,15 +47,20 @@ public sealed class AwqCalibrator
 
     /// <summary>
     /// Calibrates and folds the scales into <paramref name="model"/> in place (its float function is
-    /// unchanged up to rounding). <paramref name="quantization"/> says which weights will be quantized
-    /// and how (its AwqScaling is ignored). The model must carry onnxmoe.structure metadata.
+    /// unchanged up to rounding), block by block on <paramref name="core"/> as AutoAWQ runs it: for each decoder
+    /// block in order, the statistics of its groups' inputs on the block's input states, the scale search and
+    /// fold of its groups, the clip search of its weights, then the block's output handed to the next block
+    /// (the float output, or with <see cref="AwqSequential.Quantized"/> the output of the block with its weights
+    /// quantized as they will ship). <paramref name="quantization"/> says which weights will be quantized and how
+    /// (its AwqScaling is ignored). The model must carry onnxmoe.structure metadata.
     /// </summary>
-    public AwqResult Run(Model model, QuantizeInt4Options quantization, CancellationToken cancellation = default)
+    public AwqResult Run(Model model, QuantizeInt4Options quantization, CalibrationCore core, CancellationToken cancellation = default)
     {
         var format = quantization.Format;
         var selector = new LinearLayerSelector(quantization.Targets, quantization.Exclude);
-        var tokenizer = Tokenizer.Load(_options.TokenizerPath!);
-        var samples = CalibrationSamples.FromText(_options.CalibrationTextPath, tokenizer, _options.Samples, _options.SequenceLength, _log);
+        var structure = DecoderStructure.Read(model);
+        var windows = core.Corpus.Windows(_options.Samples, _options.SequenceLength, _log);
+        int searchCount = Math.Min(_options.SearchSamples, windows.Count);
 
         var finder = new ScaleGroupFinder(model, selector);
         var groups = finder.Find();
@@ -63,48 +71,122 @@ public sealed class AwqCalibrator
             && w.ConstValue.DataType is DataType.Float or DataType.Float16 or DataType.BFloat16).ToList();
         if (targets.Count == 0) throw new UserErrorException("AWQ: the model has no MatMul with a constant weight to quantize (is it already quantized?)");
 
-        var captured = new List<Value>();
-        void Capture(Value v) { if (!captured.Contains(v)) captured.Add(v); }
-        foreach (var g in groups) Capture(g.Input);
-        if (_options.ClipSearch) foreach (var t in targets.Where(t => !IsQueryOrKey(t))) Capture(t.Inputs[0]!);
-        var records = ActivationCapture.Run(model, captured, samples, Math.Min(_options.SearchSamples, samples.Count), _options.Session, _progress, cancellation);
-
-        // Scale per linear input (for the clip search: X / s meets the folded W * s).
-        var inputScales = new Dictionary<Node, float[]>(ReferenceEqualityComparer.Instance);
-        var reports = new List<AwqGroupReport>();
-        var searchIds = Enumerable.Range(0, Math.Min(_options.SearchSamples, samples.Count)).ToList();
-        for (int gi = 0; gi < groups.Count; gi++)
+        // Each group and target belongs to the first block whose region computes it.
+        var blockGroups = new List<ScaleGroup>[structure.Blocks.Count];
+        var blockTargets = new List<Node>[structure.Blocks.Count];
+        var unassignedGroups = new List<ScaleGroup>(groups);
+        var unassignedTargets = new List<Node>(targets);
+        for (int p = 0; p < structure.Blocks.Count; p++)
         {
-            cancellation.ThrowIfCancellationRequested();
-            var group = groups[gi];
-            var report = SearchAndFold(model, group, records[group.Input], samples, searchIds, format, inputScales, cancellation);
-            if (report != null) reports.Add(report);
-            _progress?.Invoke(new AwqProgress("scales", gi + 1, groups.Count, group.Name));
+            var b = structure.Blocks[p];
+            var (nodes, _) = RegionExtractor.Collect(model.Graph, [CalibrationCore.Value(model, b.Input)], [CalibrationCore.Value(model, b.Output)]);
+            blockGroups[p] = unassignedGroups.Where(g => g.Input.Producer is { } n && nodes.Contains(n)).ToList();
+            blockTargets[p] = unassignedTargets.Where(nodes.Contains).ToList();
+            unassignedGroups.RemoveAll(blockGroups[p].Contains);
+            unassignedTargets.RemoveAll(blockTargets[p].Contains);
         }
+        foreach (var g in unassignedGroups) _log?.Invoke($"awq: no scaling for {g.Name}: it is outside the decoder blocks");
 
         var scaling = new SortedDictionary<string, AwqWeightScaling>(StringComparer.Ordinal);
-        int clipped = 0;
-        using (var clipError = _options.ClipSearch ? new ClipErrorGraph(format.BlockSize, _options.Session) : null)
-            for (int ti = 0; ti < targets.Count; ti++)
+        var reports = new List<AwqGroupReport>();
+        // Scale per linear input (for the clip search: X / s meets the folded W * s).
+        var inputScales = new Dictionary<Node, float[]>(ReferenceEqualityComparer.Instance);
+        int clipped = 0, groupsDone = 0, targetsDone = 0;
+        var states = core.Embed(model, structure, windows, cancellation);
+        try
+        {
+            using var clipError = _options.ClipSearch ? new ClipErrorGraph(format.BlockSize, _options.Session) : null;
+            for (int p = 0; p < structure.Blocks.Count; p++)
             {
                 cancellation.ThrowIfCancellationRequested();
-                var t = targets[ti];
-                var w = t.Inputs[1]!;
-                float[]? clip = null;
-                if (clipError != null && !IsQueryOrKey(t) && records.TryGetValue(t.Inputs[0]!, out var rec) && rec.Concatenated() is { } x)
+                var captured = new List<Value>();
+                void Capture(Value v) { if (!captured.Contains(v)) captured.Add(v); }
+                foreach (var g in blockGroups[p]) Capture(g.Input);
+                if (_options.ClipSearch) foreach (var t in blockTargets[p].Where(t => !IsQueryOrKey(t))) Capture(t.Inputs[0]!);
+                var records = new Dictionary<Value, ActivationRecord>(ReferenceEqualityComparer.Instance);
+                var output = core.RunBlock(model, structure, p, states, windows, captured, (first, _, values) =>
                 {
-                    clip = clipError.Search(w.ConstValue!, x.Data, rec.Channels, inputScales.GetValueOrDefault(t), format, _options.ClipTokens, _options.ClipMaxShrink);
-                    clipped++;
+                    for (int j = 0; j < captured.Count; j++)
+                    {
+                        var shape = values[j].Shape;
+                        if (!records.TryGetValue(captured[j], out var record))
+                            records[captured[j]] = record = new ActivationRecord(checked((int)shape[^1]));
+                        record.Accumulate(values[j].ToFloatArray(), shape, keep: first < searchCount);
+                    }
+                    _progress?.Invoke(new AwqProgress("statistics", first + 1, windows.Count, $"block {structure.Blocks[p].Index}, sample {first + 1}"));
+                }, keepOutput: true, batchSize: 1, cancellation: cancellation)!;
+                try
+                {
+                    foreach (var group in blockGroups[p])
+                    {
+                        cancellation.ThrowIfCancellationRequested();
+                        var report = SearchAndFold(model, structure, group, records[group.Input], windows, searchCount, format, inputScales, cancellation);
+                        if (report != null) reports.Add(report);
+                        _progress?.Invoke(new AwqProgress("scales", ++groupsDone, groups.Count, group.Name));
+                    }
+                    foreach (var t in blockTargets[p])
+                    {
+                        cancellation.ThrowIfCancellationRequested();
+                        var w = t.Inputs[1]!;
+                        float[]? clip = null;
+                        if (clipError != null && !IsQueryOrKey(t) && records.TryGetValue(t.Inputs[0]!, out var rec) && rec.Concatenated() is { } x)
+                        {
+                            clip = clipError.Search(w.ConstValue!, x.Data, rec.Channels, inputScales.GetValueOrDefault(t), format, _options.ClipTokens, _options.ClipMaxShrink);
+                            clipped++;
+                        }
+                        scaling.TryAdd(w.Name, new AwqWeightScaling(null, clip));
+                        _progress?.Invoke(new AwqProgress("clip", ++targetsDone, targets.Count, t.Name));
+                    }
+                    records.Clear();
+                    if (_options.Sequential == AwqSequential.Quantized)
+                    {
+                        output.Dispose();
+                        var quantized = blockTargets[p].ToDictionary(t => t.Inputs[1]!, t => FakeQuantized(t, scaling[t.Inputs[1]!.Name].ClipMax, format),
+                            (IEqualityComparer<Value>)ReferenceEqualityComparer.Instance);
+                        output = core.RunBlock(model, structure, p, states, windows, [], null, keepOutput: true, replacements: quantized, cancellation: cancellation)!;
+                    }
                 }
-                scaling.TryAdd(w.Name, new AwqWeightScaling(null, clip));
-                _progress?.Invoke(new AwqProgress("clip", ti + 1, targets.Count, t.Name));
+                catch
+                {
+                    output.Dispose();
+                    throw;
+                }
+                states.Dispose();
+                states = output;
             }
-        return new AwqResult(scaling, reports, finder.Skipped.ToList(), samples.Count, clipped);
+        }
+        finally
+        {
+            states.Dispose();
+        }
+        foreach (var t in unassignedTargets)
+        {
+            _log?.Invoke($"awq: no clip search for {t.Name}: it is outside the decoder blocks");
+            scaling.TryAdd(t.Inputs[1]!.Name, new AwqWeightScaling(null, null));
+        }
+        return new AwqResult(scaling, reports, finder.Skipped.ToList(), windows.Count, clipped);
+    }
+
+    /// <summary>The weight of <paramref name="linear"/> as it will ship (its folded scales, clip and rounding), back in float: what the
+    /// next block sees with <see cref="AwqSequential.Quantized"/>. Computed when the block's region is loaded.</summary>
+    private static Tensor FakeQuantized(Node linear, float[]? clip, BlockQuantFormat format)
+    {
+        var weight = linear.Inputs[1]!.ConstValue!;
+        var x = linear.Inputs[0]!;
+        var scaleType = x.ElementType is { } t && t != DataType.Undefined ? t : weight.DataType;
+        var shape = weight.Shape;
+        int k = checked((int)shape[0]), n = checked((int)shape[1]);
+        return new LazyTensor(weight.DataType, shape, () =>
+        {
+            var nk = WeightMatrixReader.ReadTransposed(weight);
+            BlockQuantizer.FakeQuantize(nk, n, k, format, nk, scaleType, clip ?? default(ReadOnlySpan<float>));
+            return GraphBuilder.FloatTensor(weight.DataType, shape, Transpose(nk, n, k)).GetBytes().ToArray();
+        }) { Name = weight.Name };
     }
 
     private static bool IsQueryOrKey(Node n) => n.Name.Contains("/q_proj/", StringComparison.Ordinal) || n.Name.Contains("/k_proj/", StringComparison.Ordinal);
 
-    private AwqGroupReport? SearchAndFold(Model model, ScaleGroup group, ActivationRecord record, CalibrationSamples samples, List<int> searchIds,
+    private AwqGroupReport? SearchAndFold(Model model, DecoderStructure structure, ScaleGroup group, ActivationRecord record, CalibrationWindows windows, int searchCount,
         BlockQuantFormat format, Dictionary<Node, float[]> inputScales, CancellationToken cancellation)
     {
         if (record.Concatenated() is not { } x)
@@ -119,9 +201,9 @@ public sealed class AwqCalibrator
         var weightType = weights[0].ConstValue!.DataType;
         var wMean = _options.DuoScaling ? WeightChannelMeans(original, weights, channels, format.BlockSize) : null;
 
-        var module = SubgraphExtractor.Extract(model, [group.Input], [group.ModuleOutput], weights);
+        var module = RegionExtractor.Extract(model, [group.Input], [group.ModuleOutput], weights);
         using var session = new InMemorySession(module, _options.Session, "awq_module");
-        var fixedInputs = group.ReadsDecoderInputs ? DecoderInputs.Create(session.Session, samples, searchIds) : new Dictionary<string, OrtValue>();
+        var fixedInputs = group.ReadsDecoderInputs ? CalibrationCore.DecoderFeeds(session.Session, structure, windows, 0, searchCount) : [];
         var xType = session.Session.Inputs.First(i => i.Name == group.Input.Name).ElementType;
         try
         {
@@ -202,7 +284,7 @@ public sealed class AwqCalibrator
         }
         finally
         {
-            foreach (var v in fixedInputs.Values) v.Dispose();
+            foreach (var v in fixedInputs) v.Value.Dispose();
         }
     }
 

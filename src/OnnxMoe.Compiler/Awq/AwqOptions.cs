@@ -1,18 +1,15 @@
 using OnnxMoe.Ir;
+using OnnxMoe.Passes.Quantization;
 using OnnxMoe.Runtime;
 
 namespace OnnxMoe.Compiler.Awq;
 
 /// <summary>
 /// Settings of the AWQ calibration stage (FACTS section 2). Token counts are per sample; samples are
-/// consecutive windows of the tokenized calibration text.
+/// consecutive windows of the calibration corpus.
 /// </summary>
 public sealed record AwqOptions
 {
-    /// <summary>Calibration text (UTF-8). Default: models/data/kjv-calibration.txt under the working folder.</summary>
-    public string CalibrationTextPath { get; init; } = Path.Combine("models", "data", "kjv-calibration.txt");
-    /// <summary>tokenizer.json used to tokenize the calibration text (required).</summary>
-    public string? TokenizerPath { get; init; }
     /// <summary>Calibration samples over which the activation statistics are averaged (AWQ: 128).</summary>
     public int Samples { get; init; } = 128;
     /// <summary>Tokens per sample (AWQ: 512).</summary>
@@ -29,7 +26,9 @@ public sealed record AwqOptions
     public int ClipTokens { get; init; } = 512;
     /// <summary>Clip ratios tried: 1 - i/grid for i below max-shrink*grid (AWQ: 0.5 with grid 20, so 1.0 .. 0.55).</summary>
     public double ClipMaxShrink { get; init; } = 0.5;
-    /// <summary>Threads and device of the ORT sessions that collect statistics and compute losses.</summary>
+    /// <summary>What each block's successor calibrates on: the block's float output, or its output with its weights quantized.</summary>
+    public AwqSequential Sequential { get; init; } = AwqSequential.Float;
+    /// <summary>Threads and device of the ORT sessions that compute losses.</summary>
     public SessionConfig? Session { get; init; }
 
     /// <summary>Throws <see cref="UserErrorException"/> naming the first bad setting.</summary>
@@ -41,9 +40,6 @@ public sealed record AwqOptions
         if (GridPoints < 1 || GridPoints > 1000) throw new UserErrorException($"AWQ grid points must be in 1..1000, got {GridPoints}");
         if (ClipTokens < 1) throw new UserErrorException($"AWQ clip tokens must be at least 1, got {ClipTokens}");
         if (!(ClipMaxShrink >= 0 && ClipMaxShrink < 1)) throw new UserErrorException($"AWQ clip max-shrink must be in [0, 1), got {ClipMaxShrink}");
-        if (string.IsNullOrEmpty(TokenizerPath)) throw new UserErrorException("AWQ calibration needs a tokenizer.json to tokenize the calibration text; none was given");
-        if (!File.Exists(TokenizerPath)) throw new UserErrorException($"{TokenizerPath}: tokenizer file not found");
-        if (!File.Exists(CalibrationTextPath)) throw new UserErrorException($"{CalibrationTextPath}: calibration text not found");
     }
 }
 

@@ -1,99 +1,165 @@
 using System.Numerics.Tensors;
 using OnnxMoe.Ir;
-using OnnxMoe.Onnx;
 using OnnxMoe.Passes.Trimming;
 using OnnxMoe.Runtime;
 using OnnxMoe.Structure;
 
 namespace OnnxMoe.Compiler.Calibration;
 
-/// <summary>Progress of one calibration pass over the samples.</summary>
-/// <param name="Stage">what is being measured ("scores", "reconstruction layer 3").</param>
-public readonly record struct CalibrationProgress(string Stage, int SamplesDone, int SamplesTotal);
-
-/// <summary>How calibration runs: batch size, ORT session settings, where temporary models go, progress.</summary>
-public sealed record CalibrationOptions
-{
-    /// <summary>Samples per ORT run (each of the data's sequence length). Bounds activation memory.</summary>
-    public int BatchSize { get; init; } = 1;
-    public SessionConfig? Session { get; init; }
-    public Action<CalibrationProgress>? Progress { get; init; }
-}
-
 /// <summary>
-/// <see cref="ICalibrationScores"/> over ORT: each measurement opens an in-memory session on the model's calibration copy (see
-/// <see cref="CalibrationProbes"/>, <see cref="InMemorySession"/>), runs it on the calibration samples in batches and
-/// accumulates the probes' per-batch sums in double. Nothing per token is kept, so memory is one batch's
-/// activations. Reconstruction errors run each MoE layer alone (<see cref="MoeLayerModel"/>) on the layer's
-/// inputs, batch by batch, once per candidate subset.
+/// <see cref="ICalibrationScores"/> on the <see cref="CalibrationCore"/>: the decoder runs block by block on the calibration
+/// windows; per MoE block the attention output h, the FFN input x, the FFN output m and the router logits are handed back
+/// per batch and reduced at once (cosine similarities and routing weights summed over tokens, in double), and block and
+/// consecutive-run similarities compare the stored states entering each block. A block whose chain is unchanged since the
+/// last measurement is not run again (iterative selection restarts from the first changed block). Reconstruction errors run
+/// the layer's MoE alone (<see cref="MoeLayerModel"/>) on its own inputs, batch by batch, once per candidate subset.
 /// </summary>
-public sealed class OrtCalibrationScores : ICalibrationScores
+public sealed class OrtCalibrationScores : ICalibrationScores, IDisposable
 {
-    private readonly CalibrationData _data;
-    private readonly CalibrationOptions _options;
+    private readonly CalibrationCore _core;
+    private readonly bool _ownsCore;
+    private readonly Lazy<CalibrationWindows> _windows;
+    private readonly Dictionary<string, BlockSums> _blockSums = new(StringComparer.Ordinal);
 
-    public OrtCalibrationScores(CalibrationData data, CalibrationOptions? options = null)
+    /// <param name="core">The compile's calibration core (shared with AWQ and other consumers).</param>
+    /// <param name="samples">Windows: the recipe's samples x seq-len.</param>
+    public OrtCalibrationScores(CalibrationCore core, int samples, int seqLen)
     {
-        _data = data;
-        _options = options ?? new CalibrationOptions();
-        if (_options.BatchSize < 1) throw new ArgumentException("calibration batch size must be at least 1");
+        _core = core;
+        _windows = new(() => core.Corpus.Windows(samples, seqLen, core.Options.Log));
     }
 
-    public CalibrationData Data => _data;
+    /// <summary>A scorer with its own core over the whole corpus as samples of <paramref name="seqLen"/>.</summary>
+    public OrtCalibrationScores(CalibrationCorpus corpus, int samples, int seqLen, CalibrationCoreOptions? options = null)
+        : this(new CalibrationCore(corpus, options), samples, seqLen) => _ownsCore = true;
+
+    public CalibrationWindows Windows => _windows.Value;
+    public CalibrationCore Core => _core;
 
     public TrimmingScores Measure(Model model, IReadOnlyList<int> consecutiveRuns, CancellationToken cancellationToken = default)
     {
         var s = DecoderStructure.Read(model);
-        IReadOnlyList<ProbeSegment> segments;
-        int length;
-        InMemorySession calibration;
-        using (var probes = CalibrationProbes.Attach(model, s, consecutiveRuns))
+        var w = Windows;
+        var keys = _core.ChainKeys(model, s, w);
+        var routing = new SortedDictionary<int, double[]>();
+        var moe = new SortedDictionary<int, double>();
+        var moeNoNorm = new SortedDictionary<int, double>();
+        for (int p = 0; p < s.Blocks.Count; p++)
         {
-            calibration = new InMemorySession(model, _options.Session, "calibration");
-            segments = probes.Segments;
-            length = probes.StatsLength;
+            var block = s.Blocks[p];
+            if (!_blockSums.TryGetValue(keys[p + 1], out var sums) || !_core.IsCached(keys[p + 1]))
+            {
+                sums = RunBlock(model, s, p, w, keys, cancellationToken);
+                _blockSums[keys[p + 1]] = sums;
+            }
+            if (sums.Routing is { } r)
+            {
+                routing[block.Index] = r;
+                moe[block.Index] = sums.MoeSimilarity / w.TokenCount;
+                moeNoNorm[block.Index] = sums.MoeSimilarityNoNorm / w.TokenCount;
+            }
         }
-        var sums = new double[length];
-        using (calibration)
-            RunBatches(calibration.Session, s, [CalibrationProbes.StatsOutput], "scores", cancellationToken, result => Accumulate(sums, result[0].GetSpan<float>()));
-        return ToScores(s, segments, sums, _data.TokenCount);
+        var current = new HashSet<string>(keys, StringComparer.Ordinal);
+        foreach (var stale in _blockSums.Keys.Where(k => !current.Contains(k)).ToList()) _blockSums.Remove(stale);
+
+        var block1 = new SortedDictionary<int, double>();
+        var runs = new SortedDictionary<int, double[]>();
+        var pairs = new Dictionary<(int, int), double>();
+        double Pair(int from, int to)
+        {
+            if (!pairs.TryGetValue((from, to), out var v))
+                pairs[(from, to)] = v = CosineSum(_core.InputOf(model, s, from, w, keys, cancellationToken), _core.InputOf(model, s, to, w, keys, cancellationToken)) / w.TokenCount;
+            return v;
+        }
+        for (int p = 0; p < s.Blocks.Count; p++) block1[s.Blocks[p].Index] = Pair(p, p + 1);
+        foreach (var n in consecutiveRuns.Distinct().Order())
+        {
+            if (n < 1 || n > s.Blocks.Count) continue;
+            var arr = new double[s.Blocks.Count - n + 1];
+            for (int start = 0; start + n <= s.Blocks.Count; start++) arr[start] = Pair(start, start + n);
+            runs[n] = arr;
+        }
+        return new TrimmingScores
+        {
+            Tokens = w.TokenCount, ExpertRouting = routing, MoeSimilarity = moe, MoeSimilarityNoNorm = moeNoNorm,
+            BlockSimilarity = block1, ConsecutiveSimilarity = runs,
+        };
+    }
+
+    /// <summary>Runs block <paramref name="p"/> on its cached input, caching its output and reducing its MoE values.</summary>
+    private BlockSums RunBlock(Model model, DecoderStructure s, int p, CalibrationWindows w, string[] keys, CancellationToken cancellation)
+    {
+        var block = s.Blocks[p];
+        var input = _core.InputOf(model, s, p, w, keys, cancellation);
+        var sums = new BlockSums();
+        var outputs = new List<Value>();
+        if (block.Ffn is { Kind: FfnKind.Moe, Moe: { } moe } ffn)
+        {
+            var router = model.Graph.Nodes.FirstOrDefault(n => n.Name == moe.RouterMatMul)
+                ?? throw new InvalidDataException($"structure metadata names router node '{moe.RouterMatMul}', which the graph does not have");
+            outputs.AddRange([CalibrationCore.Value(model, block.Attention.Output), CalibrationCore.Value(model, ffn.Input),
+                CalibrationCore.Value(model, ffn.Output), router.Outputs[0]]);
+            sums.Routing = new double[moe.ExpertIds.Count];
+        }
+        var output = _core.RunBlock(model, s, p, input, w, outputs, outputs.Count == 0 ? null : (_, _, values) =>
+        {
+            var h = values[0].ToFloatArray();
+            var x = values[1].ToFloatArray();
+            var m = values[2].ToFloatArray();
+            int hidden = s.HiddenSize;
+            var hm = new float[hidden];
+            for (long t = 0; t < h.LongLength / hidden; t++)
+            {
+                var ht = h.AsSpan((int)(t * hidden), hidden);
+                var mt = m.AsSpan((int)(t * hidden), hidden);
+                TensorPrimitives.Add(ht, mt, hm);
+                sums.MoeSimilarity += Cosine(ht, hm);
+                sums.MoeSimilarityNoNorm += Cosine(x.AsSpan((int)(t * hidden), hidden), mt);
+            }
+            var logits = values[3].ToFloatArray();
+            int experts = sums.Routing!.Length;
+            var probs = new float[experts];
+            for (long t = 0; t < logits.LongLength / experts; t++)
+            {
+                TensorPrimitives.SoftMax(logits.AsSpan((int)(t * experts), experts), probs);
+                for (int e = 0; e < experts; e++) sums.Routing[e] += probs[e];
+            }
+        }, keepOutput: true, cancellation: cancellation)!;
+        _core.Cache(keys[p + 1], output);
+        return sums;
     }
 
     public IReadOnlyList<double> ReconstructionErrors(Model model, int layer, IReadOnlyList<IReadOnlyList<int>> keptExperts,
         CancellationToken cancellationToken = default)
     {
         var s = DecoderStructure.Read(model);
-        var moe = s.Blocks.FirstOrDefault(b => b.Index == layer)?.Ffn?.Moe ?? throw new ArgumentException($"layer {layer} is not an MoE layer");
+        int p = s.Blocks.FindIndex(b => b.Index == layer);
+        var ffn = p >= 0 ? s.Blocks[p].Ffn : null;
+        var moe = ffn?.Moe ?? throw new ArgumentException($"layer {layer} is not an MoE layer");
         var masks = keptExperts.Select(kept =>
         {
             var m = new float[moe.ExpertIds.Count];
             for (int c = 0; c < m.Length; c++) m[c] = kept.Contains(moe.ExpertIds[c]) ? 0f : float.NegativeInfinity;
             return m;
         }).ToList();
-        string exposed;
-        InMemorySession fullModel;
-        using (var probes = CalibrationProbes.Attach(model, s, [], [layer]))
-        {
-            fullModel = new InMemorySession(model, _options.Session, "calibration");
-            exposed = probes.MoeInputOutputs[layer];
-        }
-        using var full = fullModel;
-        using var moeLayer = new InMemorySession(MoeLayerModel.Extract(model, s, layer), _options.Session, "moe");
+        var w = Windows;
+        var keys = _core.ChainKeys(model, s, w);
+        var input = _core.InputOf(model, s, p, w, keys, cancellationToken);
+        using var moeLayer = new InMemorySession(MoeLayerModel.Extract(model, s, layer), _core.Options.Session, "moe");
         var errors = new double[masks.Count];
-        var fullSession = full.Session;
-        var moeSession = moeLayer.Session;
         var zero = new float[moe.ExpertIds.Count];
-        RunBatches(fullSession, s, [exposed], $"reconstruction layer {layer}", cancellationToken, result =>
-                 {
-                     var x = result[0];
-                     float[] reference = RunMoe(moeSession, x, zero);
-                     var diff = new float[reference.Length];
-                     for (int k = 0; k < masks.Count; k++)
-                     {
-                         TensorPrimitives.Subtract(RunMoe(moeSession, x, masks[k]), reference, diff);
-                         errors[k] += TensorPrimitives.SumOfSquares<float>(diff);
-                     }
-                 });
+        var output = _core.RunBlock(model, s, p, input, w, [CalibrationCore.Value(model, ffn!.Input)], (_, _, values) =>
+        {
+            var x = values[0];
+            float[] reference = RunMoe(moeLayer.Session, x, zero);
+            var diff = new float[reference.Length];
+            for (int k = 0; k < masks.Count; k++)
+            {
+                TensorPrimitives.Subtract(RunMoe(moeLayer.Session, x, masks[k]), reference, diff);
+                errors[k] += TensorPrimitives.SumOfSquares<float>(diff);
+            }
+        }, keepOutput: true, cancellation: cancellationToken)!;
+        _core.Cache(keys[p + 1], output);
         return errors;
     }
 
@@ -104,89 +170,36 @@ public sealed class OrtCalibrationScores : ICalibrationScores
         return r[0].ToFloatArray();
     }
 
-    /// <summary>Runs every batch of samples through <paramref name="session"/> with an empty KV cache, handing each result to <paramref name="use"/>.</summary>
-    private void RunBatches(InferenceSession session, DecoderStructure s, IReadOnlyList<string> outputs, string stage,
-        CancellationToken cancellationToken, Action<RunResult> use)
+    /// <summary>Sum over tokens of cos(a_t, b_t), the two states read sample by sample.</summary>
+    private static double CosineSum(HiddenStates a, HiddenStates b)
     {
-        var samples = _data.Samples;
-        int seq = _data.SequenceLength;
-        var cacheType = s.ComputeType == "f16" ? DataType.Float16 : DataType.Float;
-        _options.Progress?.Invoke(new CalibrationProgress(stage, 0, samples.Count));
-        for (int start = 0; start < samples.Count; start += _options.BatchSize)
+        double sum = 0;
+        int hidden = a.Hidden;
+        for (int i = 0; i < a.Count; i++)
         {
-            cancellationToken.ThrowIfCancellationRequested();
-            int batch = Math.Min(_options.BatchSize, samples.Count - start);
-            var ids = new long[batch * seq];
-            var positions = new long[batch * seq];
-            var mask = new long[batch * seq];
-            for (int r = 0; r < batch; r++)
-                for (int t = 0; t < seq; t++)
-                {
-                    ids[r * seq + t] = samples[start + r][t];
-                    positions[r * seq + t] = t;
-                    mask[r * seq + t] = 1;
-                }
-            var values = new List<OrtValue>();
-            try
-            {
-                var feeds = new List<KeyValuePair<string, OrtValue>>();
-                void Feed(string name, OrtValue v)
-                {
-                    values.Add(v);
-                    feeds.Add(new(name, v));
-                }
-                Feed("input_ids", OrtValue.CreateTensor<long>(ids.AsMemory(), [batch, seq]));
-                Feed("attention_mask", OrtValue.CreateTensor<long>(mask.AsMemory(), [batch, seq]));
-                Feed("position_ids", OrtValue.CreateTensor<long>(positions.AsMemory(), [batch, seq]));
-                foreach (var blk in s.Blocks)
-                {
-                    Feed(blk.Attention.PastKey, OrtValue.Allocate(cacheType, [batch, s.NumKeyValueHeads, 0, s.HeadDim]));
-                    Feed(blk.Attention.PastValue, OrtValue.Allocate(cacheType, [batch, s.NumKeyValueHeads, 0, s.HeadDim]));
-                }
-                using var result = session.Run(feeds, outputs, cancellationToken);
-                use(result);
-            }
-            finally
-            {
-                foreach (var v in values) v.Dispose();
-            }
-            _options.Progress?.Invoke(new CalibrationProgress(stage, start + batch, samples.Count));
+            var x = a.ReadFloats(i, 1);
+            var y = b.ReadFloats(i, 1);
+            for (int t = 0; t < a.Length; t++) sum += Cosine(x.AsSpan(t * hidden, hidden), y.AsSpan(t * hidden, hidden));
         }
+        return sum;
     }
 
-    private static void Accumulate(double[] sums, ReadOnlySpan<float> batch)
+    /// <summary>cos(x, y) as the in-graph probes computed it: dot / max(|x| |y|, 1e-30), in f32.</summary>
+    private static double Cosine(ReadOnlySpan<float> x, ReadOnlySpan<float> y)
     {
-        if (batch.Length != sums.Length) throw new InvalidOperationException($"calibration statistics have {batch.Length} values, expected {sums.Length}");
-        for (int i = 0; i < sums.Length; i++) sums[i] += batch[i];
+        float dot = TensorPrimitives.Dot(x, y);
+        float norms = MathF.Sqrt(TensorPrimitives.Dot(x, x)) * MathF.Sqrt(TensorPrimitives.Dot(y, y));
+        return dot / MathF.Max(norms, 1e-30f);
     }
 
-    /// <summary>Sums over tokens to <see cref="TrimmingScores"/>: similarities become means, routing stays a sum.</summary>
-    internal static TrimmingScores ToScores(DecoderStructure s, IReadOnlyList<ProbeSegment> segments, double[] sums, long tokens)
+    public void Dispose()
     {
-        var routing = new SortedDictionary<int, double[]>();
-        var moe = new SortedDictionary<int, double>();
-        var moeNoNorm = new SortedDictionary<int, double>();
-        var block = new SortedDictionary<int, double>();
-        var runs = new SortedDictionary<int, double[]>();
-        foreach (var seg in segments)
-        {
-            double mean = sums[seg.Offset] / tokens;
-            switch (seg.Kind)
-            {
-                case ProbeKind.Routing: routing[seg.Layer] = sums.AsSpan(seg.Offset, seg.Length).ToArray(); break;
-                case ProbeKind.MoeSimilarity: moe[seg.Layer] = mean; break;
-                case ProbeKind.MoeSimilarityNoNorm: moeNoNorm[seg.Layer] = mean; break;
-                case ProbeKind.BlockSimilarity: block[seg.Layer] = mean; break;
-                case ProbeKind.Consecutive:
-                    if (!runs.TryGetValue(seg.Run, out var arr)) runs[seg.Run] = arr = new double[s.Blocks.Count - seg.Run + 1];
-                    arr[seg.Layer] = mean;
-                    break;
-            }
-        }
-        return new TrimmingScores
-        {
-            Tokens = tokens, ExpertRouting = routing, MoeSimilarity = moe, MoeSimilarityNoNorm = moeNoNorm,
-            BlockSimilarity = block, ConsecutiveSimilarity = runs,
-        };
+        if (_ownsCore) _core.Dispose();
+    }
+
+    private sealed class BlockSums
+    {
+        public double[]? Routing;
+        public double MoeSimilarity, MoeSimilarityNoNorm;
     }
 }

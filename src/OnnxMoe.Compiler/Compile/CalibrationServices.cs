@@ -9,19 +9,34 @@ using OnnxMoe.Passes.Trimming;
 namespace OnnxMoe.Compiler.Compile;
 
 /// <summary>
-/// Registers the calibration-backed services a compile pipeline's passes may ask for. Calibration text
-/// is tokenized only when a pass first asks, so pipelines that score nothing pay nothing.
+/// The calibration-backed services a compile pipeline's passes may ask for, all on one
+/// <see cref="CalibrationCore"/>: trimming scores (<see cref="ICalibrationScores"/>) and AWQ
+/// (<see cref="IAwqCalibration"/>). The calibration text is tokenized, and the core created, only when a
+/// pass first asks, so pipelines that score nothing pay nothing. Disposing frees the core's states.
 /// </summary>
-public static class CalibrationServices
+public sealed class CalibrationServices : IDisposable
 {
-    /// <param name="session">Device and threads of the calibration and AWQ sessions; null: CPU with ORT's defaults.</param>
-    public static void Register(PassContext context, string checkpointDirectory, CalibrationSettings settings,
-        Action<CalibrationProgress>? progress = null, Action<AwqProgress>? awqProgress = null, Runtime.SessionConfig? session = null)
+    private readonly Lazy<CalibrationCore> _core;
+
+    private CalibrationServices(Lazy<CalibrationCore> core) => _core = core;
+
+    /// <summary>The core, when a pass created it.</summary>
+    public CalibrationCore? Core => _core.IsValueCreated ? _core.Value : null;
+
+    /// <param name="core">How the core runs (device, threads, memory budget, progress); its corpus comes from <paramref name="settings"/>.</param>
+    public static CalibrationServices Register(PassContext context, string checkpointDirectory, CalibrationSettings settings,
+        CalibrationCoreOptions core, Action<AwqProgress>? awqProgress = null)
     {
-        var data = new Lazy<CalibrationData>(() => CalibrationData.FromSettings(checkpointDirectory, settings));
-        context.Set<ICalibrationScores>(new LazyCalibrationScores(() => new OrtCalibrationScores(data.Value, new CalibrationOptions { Progress = progress, Session = session })));
-        var awq = AwqCalibration.FromSettings(settings, Path.Combine(checkpointDirectory, "tokenizer.json"), awqProgress);
-        context.Set<IAwqCalibration>(session is null ? awq : new AwqCalibration(awq.BaseOptions with { Session = session }, awqProgress));
+        var lazy = new Lazy<CalibrationCore>(() => new CalibrationCore(CalibrationCorpus.FromSettings(checkpointDirectory, settings), core));
+        var services = new CalibrationServices(lazy);
+        context.Set<ICalibrationScores>(new LazyCalibrationScores(() => new OrtCalibrationScores(lazy.Value, settings.Samples, settings.SeqLen)));
+        context.Set<IAwqCalibration>(new AwqCalibration(AwqCalibration.OptionsFrom(settings) with { Session = core.Session }, () => lazy.Value, awqProgress));
+        return services;
+    }
+
+    public void Dispose()
+    {
+        if (_core.IsValueCreated) _core.Value.Dispose();
     }
 
     /// <summary>Creates the real scorer on first use.</summary>

@@ -5,6 +5,7 @@ using OnnxMoe.Checkpoints;
 using OnnxMoe.Ir;
 using OnnxMoe.Lowering;
 using OnnxMoe.Onnx;
+using OnnxMoe.Compiler.Calibration;
 using OnnxMoe.Compiler.Recipes;
 using OnnxMoe.Passes;
 
@@ -130,6 +131,7 @@ public sealed class CompileJob
             Bytes = new ByteCounts(checkpoint.TotalTensorBytes, written.ModelBytes, written.DataBytes),
             TokenizerFiles = checkpoint.TokenizerFiles.Select(Path.GetFileName).ToList()!,
             Timings = new Timings(openS, lowerS, passesS, writeS, total.Elapsed.TotalSeconds),
+            Calibration = _calibration,
         };
         File.WriteAllText(Path.Combine(temp, ReportFileName), report.ToJson() + "\n");
         return report;
@@ -154,13 +156,23 @@ public sealed class CompileJob
                 (record.Counters.Count > 0 ? ": " + string.Join(", ", record.Counters.Select(kv => $"{kv.Key}={kv.Value}")) : "")),
         };
         var context = new PassContext { Log = progress is null ? null : progress.Detail, CancellationToken = Request.CancellationToken };
-        CalibrationServices.Register(context, CheckpointDirectory, calibration,
-            p => progress?.StageAdvanced(current, p.SamplesDone, p.SamplesTotal, $"calibration {p.Stage}"),
-            p => progress?.StageAdvanced(current, p.Done, p.Total, $"awq {p.Stage} {p.Item}"),
-            Request.Session);
+        using var calibrationServices = CalibrationServices.Register(context, CheckpointDirectory, calibration, new CalibrationCoreOptions
+            {
+                Session = Request.Session,
+                MemoryBudget = Request.CalibrationMemory ?? 0,
+                MemoryBudgetExplicit = Request.CalibrationMemory is not null,
+                Progress = p => progress?.StageAdvanced(current, p.SamplesDone, p.SamplesTotal, $"calibration {p.Stage}"),
+                Log = progress is null ? null : progress.Detail,
+            },
+            p => progress?.StageAdvanced(current, p.Done, p.Total, $"awq {p.Stage} {p.Item}"));
         Request.ConfigureServices?.Invoke(context);
-        return manager.Run(lowered.Model, pipeline, context);
+        var run = manager.Run(lowered.Model, pipeline, context);
+        if (calibrationServices.Core is { } core)
+            _calibration = new CalibrationReport(core.Budget, core.PeakBlockBytes, core.Store.PeakInMemoryBytes, core.Store.SpilledBytes, core.BlocksRun);
+        return run;
     }
+
+    private CalibrationReport? _calibration;
 
     /// <summary>Opens an ORT session on the model (in memory): a pass that leaves a graph ORT rejects fails here.</summary>
     private static void OrtLoadCheck(Model model, string passName)
@@ -207,11 +219,16 @@ public sealed record CompileReport
     public required ByteCounts Bytes { get; init; }
     public required List<string> TokenizerFiles { get; init; }
     public required Timings Timings { get; init; }
+    /// <summary>What calibration held, when a pass calibrated.</summary>
+    public CalibrationReport? Calibration { get; init; }
 
     private static readonly JsonSerializerOptions Json = new() { WriteIndented = true, PropertyNamingPolicy = JsonNamingPolicy.SnakeCaseLower };
     public string ToJson() => JsonSerializer.Serialize(this, Json);
     public static CompileReport FromJson(string json) => JsonSerializer.Deserialize<CompileReport>(json, Json)!;
 }
+
+/// <summary>Calibration's memory: its budget, the largest block resident at once, hidden states in memory at most and spilled, blocks run.</summary>
+public sealed record CalibrationReport(long BudgetBytes, long PeakBlockBytes, long PeakHiddenStateBytes, long SpilledBytes, int BlocksRun);
 
 /// <param name="CheckpointTensors">Bytes of all tensors in the source safetensors files.</param>
 /// <param name="Model">Bytes of model.onnx.</param>

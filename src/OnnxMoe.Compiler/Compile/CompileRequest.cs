@@ -33,6 +33,9 @@ public sealed record CompileRequest
     public bool Overwrite { get; init; }
     /// <summary>Device and threads of the ORT sessions calibration and AWQ create; null: CPU, ORT's default threads.</summary>
     public SessionConfig? Session { get; init; }
+    /// <summary>Bytes calibration may hold (one block's weights, a batch of activations, hidden states in memory; beyond, states spill
+    /// to a file); null: half of what the machine (or container) allows.</summary>
+    public long? CalibrationMemory { get; init; }
     /// <summary>After every pass that changed the model, check that ONNX Runtime loads it (an in-memory session).</summary>
     public bool VerifyOrt { get; init; }
     /// <summary>Called after every pass that changed the model (e.g. to print the IR).</summary>

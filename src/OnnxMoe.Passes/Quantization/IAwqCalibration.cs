@@ -18,4 +18,14 @@ public interface IAwqCalibration
 /// <param name="GridPoints">Scale ratios tried (AWQ: 20).</param>
 /// <param name="DuoScaling">s = xbar^a / (wbar^(1-a) + 1e-4) instead of xbar^a.</param>
 /// <param name="ClipSearch">Run the per-row-per-block clip search.</param>
-public sealed record AwqSearchSettings(int GridPoints = 20, bool DuoScaling = false, bool ClipSearch = true);
+/// <param name="Sequential">What each decoder block's successor calibrates on.</param>
+public sealed record AwqSearchSettings(int GridPoints = 20, bool DuoScaling = false, bool ClipSearch = true, AwqSequential Sequential = AwqSequential.Float);
+
+/// <summary>What AWQ hands from one decoder block to the next, whose statistics and searches then run on it.</summary>
+public enum AwqSequential
+{
+    /// <summary>The block's float output (after folding, which leaves it unchanged up to rounding).</summary>
+    Float,
+    /// <summary>The block's output with its weights quantized as they will ship, so later blocks calibrate on the inputs they will see.</summary>
+    Quantized,
+}

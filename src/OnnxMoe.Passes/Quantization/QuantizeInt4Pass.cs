@@ -20,7 +20,8 @@ public sealed class QuantizeInt4Pass : Pass
         PassOption.String("exclude", null, "node-name patterns kept in full precision, separated by ';' (default: routers, shared-expert gate, lm_head)"),
         PassOption.Int("grid", 20, "awq: scale ratios tried"),
         PassOption.Bool("duo-scaling", false, "awq: s = xbar^a / (wbar^(1-a) + 1e-4)"),
-        PassOption.Bool("clip", true, "awq: per-row-per-block clip search"));
+        PassOption.Bool("clip", true, "awq: per-row-per-block clip search"),
+        PassOption.String("sequential", "float", "awq: what each block's successor calibrates on: the block's float output, or its quantized output", "float", "quantized"));
 
     public QuantizeInt4Pass(PassOptions options) : base(Info, options)
     {
@@ -67,7 +68,8 @@ public sealed class QuantizeInt4Pass : Pass
             var initializers = new HashSet<Value>(model.Graph.Initializers, ReferenceEqualityComparer.Instance);
             if (existing > 0 && !model.Graph.Nodes.Any(n => n.OpType == "MatMul" && selector.IsTarget(n.Name) && n.Inputs.Count == 2 && n.Inputs[1] is { } w && initializers.Contains(w)))
                 throw new PassException(Name, $"model is already quantized: it has {existing} MatMulNBits nodes and no target MatMul left");
-            var search = new AwqSearchSettings(Options.GetInt("grid"), Options.GetBool("duo-scaling"), Options.GetBool("clip"));
+            var search = new AwqSearchSettings(Options.GetInt("grid"), Options.GetBool("duo-scaling"), Options.GetBool("clip"),
+                Options.GetString("sequential") == "quantized" ? AwqSequential.Quantized : AwqSequential.Float);
             IReadOnlyDictionary<string, AwqWeightScaling> scaling;
             try
             {

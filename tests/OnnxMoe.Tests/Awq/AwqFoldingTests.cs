@@ -23,11 +23,12 @@ public sealed class AwqFoldingTests(ITestOutputHelper output) : IDisposable
     public void FoldedScalesLeaveLogitsAndRoutingUnchanged(string family, int kvHeads)
     {
         var lowered = AwqTestModels.RandomLowered(family, _dir, kvHeads);
-        var tokenizer = Tokenizer.Load(AwqTestModels.MixtralTokenizer);
-        var evalTokens = CalibrationSamples.FromText(AwqTestModels.HeldOut, tokenizer, 2, 48);
+        var evalTokens = AwqTestModels.HeldOutWindows(AwqTestModels.MixtralTokenizer, 2, 48);
         var (logits, routing) = AwqTestModels.Evaluate(lowered.Model, evalTokens);
 
-        var result = new AwqCalibrator(AwqTestModels.SmallOptions(AwqTestModels.MixtralTokenizer)).Run(lowered.Model, new QuantizeInt4Options { BlockSize = 16 });
+        var o = AwqTestModels.SmallOptions();
+        using var core = AwqTestModels.Core(AwqTestModels.MixtralTokenizer, o);
+        var result = new AwqCalibrator(o).Run(lowered.Model, new QuantizeInt4Options { BlockSize = 16 }, core);
         foreach (var g in result.Groups) output.WriteLine($"{g.Name}: a={g.Ratio:0.00} loss {g.RtnLoss:G4} -> {g.BestLoss:G4}");
         foreach (var s in result.Skipped) output.WriteLine($"skipped {s}");
         Assert.Contains(result.Groups, g => g.Ratio > 0); // otherwise nothing was folded and the test proves nothing

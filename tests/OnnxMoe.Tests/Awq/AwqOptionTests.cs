@@ -29,7 +29,7 @@ public sealed class AwqOptionTests : IDisposable
     public void QuantizingAnAlreadyQuantizedModelIsAClearError()
     {
         var model = AwqTestModels.RandomLowered("mixtral", _dir).Model;
-        var context = new PassContext().Set<IAwqCalibration>(new AwqCalibration(AwqTestModels.SmallOptions(AwqTestModels.MixtralTokenizer)));
+        var context = new PassContext().Set<IAwqCalibration>(AwqTestModels.Service(AwqTestModels.SmallOptions(), AwqTestModels.MixtralTokenizer));
         new PassManager().Run(model, PassPipeline.Parse("quantize-int4{block-size=16}", PassRegistry.CreateDefault()), context);
         var e = RunPass("quantize-int4{method=awq,block-size=16}", model, context);
         Assert.Contains("already quantized", e.Message);
@@ -39,9 +39,8 @@ public sealed class AwqOptionTests : IDisposable
     public void AwqPassFoldsAndQuantizesThroughTheContextService()
     {
         var model = AwqTestModels.RandomLowered("mixtral", _dir).Model;
-        var service = new AwqCalibration(AwqTestModels.SmallOptions(AwqTestModels.MixtralTokenizer));
         var progress = new List<AwqProgress>();
-        service = new AwqCalibration(service.BaseOptions, progress.Add);
+        var service = AwqTestModels.Service(AwqTestModels.SmallOptions(), AwqTestModels.MixtralTokenizer, progress.Add);
         var report = new PassManager().Run(model, PassPipeline.Parse("quantize-int4{method=awq,block-size=16}", PassRegistry.CreateDefault()),
             new PassContext().Set<IAwqCalibration>(service));
         Assert.True(report.Changed);
@@ -59,14 +58,14 @@ public sealed class AwqOptionTests : IDisposable
     [InlineData(4, 1, "sequence length")]
     public void BadCalibrationSettingsAreUserErrors(int samples, int seqLen, string expected)
     {
-        var o = AwqTestModels.SmallOptions(AwqTestModels.MixtralTokenizer) with { Samples = samples, SequenceLength = seqLen };
+        var o = AwqTestModels.SmallOptions() with { Samples = samples, SequenceLength = seqLen };
         Assert.Contains(expected, Assert.Throws<OnnxMoe.Ir.UserErrorException>(() => new AwqCalibrator(o)).Message);
     }
 
     [Fact]
     public void MissingCalibrationTextNamesTheFile()
     {
-        var o = AwqTestModels.SmallOptions(AwqTestModels.MixtralTokenizer) with { CalibrationTextPath = Path.Combine(_dir, "missing.txt") };
-        Assert.Contains("missing.txt", Assert.Throws<OnnxMoe.Ir.UserErrorException>(() => new AwqCalibrator(o)).Message);
+        var missing = Path.Combine(_dir, "missing.txt");
+        Assert.Contains("missing.txt", Assert.Throws<OnnxMoe.Ir.UserErrorException>(() => AwqTestModels.Core(AwqTestModels.MixtralTokenizer, AwqTestModels.SmallOptions(), missing)).Message);
     }
 }

@@ -45,13 +45,13 @@ public sealed class AwqQualityTests(ITestOutputHelper output) : IDisposable
     }
 
     /// <summary>Lowers the checkpoint, runs <paramref name="pipeline"/> (with AWQ calibration in the context) and writes it; returns the .onnx path.</summary>
-    internal static string Compile(string checkpoint, string pipeline, string outDir, AwqOptions? awq)
+    internal static string Compile(string checkpoint, string pipeline, string outDir, AwqOptions? awq, string? tokenizer = null)
     {
         var lowered = DecoderLowering.Lower(CheckpointFolder.Open(checkpoint));
         if (pipeline.Length > 0)
         {
             var context = new PassContext();
-            if (awq != null) context.Set<IAwqCalibration>(new AwqCalibration(awq));
+            if (awq != null) context.Set<IAwqCalibration>(AwqTestModels.Service(awq, tokenizer ?? Path.Combine(checkpoint, "tokenizer.json")));
             new PassManager().Run(lowered.Model, PassPipeline.Parse(pipeline, PassRegistry.CreateDefault()), context);
         }
         Directory.CreateDirectory(outDir);
@@ -60,11 +60,7 @@ public sealed class AwqQualityTests(ITestOutputHelper output) : IDisposable
         return path;
     }
 
-    internal static AwqOptions CalibrationFor(string modelDir, int samples = 8, int seqLen = 128) => new()
-    {
-        TokenizerPath = Path.Combine(modelDir, "tokenizer.json"), CalibrationTextPath = AwqTestModels.Calibration,
-        Samples = samples, SequenceLength = seqLen, SearchSamples = samples,
-    };
+    internal static AwqOptions CalibrationFor(int samples = 8, int seqLen = 128) => new() { Samples = samples, SequenceLength = seqLen, SearchSamples = samples };
 
     [Theory]
     [InlineData("tiny-mixtral", 32)]
@@ -75,7 +71,7 @@ public sealed class AwqQualityTests(ITestOutputHelper output) : IDisposable
         var tok = Path.Combine(dir, "tokenizer.json");
         double fp = Perplexity(Compile(dir, "", Path.Combine(_dir, "fp"), null), tok, 2048);
         double rtn = Perplexity(Compile(dir, $"quantize-int4{{block-size={blockSize}}}", Path.Combine(_dir, "rtn"), null), tok, 2048);
-        double awq = Perplexity(Compile(dir, $"quantize-int4{{method=awq,block-size={blockSize}}}", Path.Combine(_dir, "awq"), CalibrationFor(dir)), tok, 2048);
+        double awq = Perplexity(Compile(dir, $"quantize-int4{{method=awq,block-size={blockSize}}}", Path.Combine(_dir, "awq"), CalibrationFor()), tok, 2048);
         output.WriteLine($"{name} block {blockSize}: fp32 {fp:F3}  rtn {rtn:F3}  awq {awq:F3}");
         Assert.True(awq <= rtn * 1.0 + 1e-9, $"AWQ perplexity {awq} is above RTN's {rtn}");
         Assert.True(rtn >= fp * 0.99, "4-bit RTN should not beat fp32 by more than noise");

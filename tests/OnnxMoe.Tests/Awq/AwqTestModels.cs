@@ -1,6 +1,9 @@
 using OnnxMoe.Checkpoints;
 using OnnxMoe.Compiler;
 using OnnxMoe.Compiler.Awq;
+using OnnxMoe.Compiler.Calibration;
+using OnnxMoe.Inference.Tokenization;
+using OnnxMoe.Ir.Building;
 using OnnxMoe.Ir;
 using OnnxMoe.Lowering;
 using OnnxMoe.Runtime;
@@ -32,25 +35,37 @@ internal static class AwqTestModels
         return ckpt;
     }
 
-    public static AwqOptions SmallOptions(string tokenizer) => new()
+    public static AwqOptions SmallOptions() => new() { Samples = 4, SequenceLength = 64, SearchSamples = 2, ClipTokens = 64 };
+
+    /// <summary>A calibration core over the calibration text, tokenized with <paramref name="tokenizer"/> as far as <paramref name="o"/> reaches.</summary>
+    public static CalibrationCore Core(string tokenizer, AwqOptions o, string? text = null) =>
+        new(CalibrationCorpus.FromText(Tokenizer.Load(tokenizer), text ?? Calibration, (long)o.Samples * o.SequenceLength));
+
+    /// <summary>The AWQ pass service on its own core.</summary>
+    public static AwqCalibration Service(AwqOptions o, string tokenizer, Action<AwqProgress>? progress = null)
     {
-        TokenizerPath = tokenizer, CalibrationTextPath = Calibration, Samples = 4, SequenceLength = 64, SearchSamples = 2, ClipTokens = 64,
-    };
+        var core = new Lazy<CalibrationCore>(() => Core(tokenizer, o));
+        return new AwqCalibration(o, () => core.Value, progress);
+    }
+
+    /// <summary>Windows of the held-out text.</summary>
+    public static CalibrationWindows HeldOutWindows(string tokenizer, int count, int length) =>
+        CalibrationCorpus.FromText(Tokenizer.Load(tokenizer), HeldOut, (long)count * length).Windows(count, length);
 
     /// <summary>Runs <paramref name="model"/> on the windows of <paramref name="tokens"/>: fp32 logits and the top-k indices of every MoE layer, concatenated.</summary>
-    public static (float[] Logits, long[] Routing) Evaluate(Model model, CalibrationSamples tokens)
+    public static (float[] Logits, long[] Routing) Evaluate(Model model, CalibrationWindows tokens)
     {
         var structure = DecoderStructure.Read(model);
         var values = model.Graph.Nodes.ToDictionary(n => n.Name);
         var outputs = new List<Value> { model.Graph.Outputs.First(o => o.Name == "logits") };
         foreach (var b in structure.Blocks)
             if (b.Ffn?.Moe is { } moe) outputs.Add(values[moe.TopKNode].Outputs[1]);
-        using var probe = new InMemorySession(SubgraphExtractor.Extract(model, [], outputs), new SessionConfig { IntraOpThreads = 1 }, "eval");
+        using var probe = new InMemorySession(RegionExtractor.Extract(model, [], outputs), new SessionConfig { IntraOpThreads = 1 }, "eval");
         var logits = new List<float>();
         var routing = new List<long>();
         for (int i = 0; i < tokens.Count; i++)
         {
-            var inputs = DecoderInputs.Create(probe.Session, tokens, [i]);
+            var inputs = CalibrationCore.DecoderFeeds(probe.Session, structure, tokens, i, 1);
             try
             {
                 using var result = probe.Session.Run(inputs, outputs.Select(o => o.Name).ToList());
@@ -59,7 +74,7 @@ internal static class AwqTestModels
             }
             finally
             {
-                foreach (var v in inputs.Values) v.Dispose();
+                foreach (var v in inputs) v.Value.Dispose();
             }
         }
         return (logits.ToArray(), routing.ToArray());

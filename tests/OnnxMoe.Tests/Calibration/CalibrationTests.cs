@@ -22,12 +22,14 @@ public sealed class CalibrationTests
         var s = ckpt.Structure;
         var data = TrimmingFixture.Tokens(s.VocabSize, samples: 3, seqLen: 6);
         var progress = new List<CalibrationProgress>();
-        var scorer = new OrtCalibrationScores(data, new CalibrationOptions { BatchSize = 2, Progress = progress.Add });
+        using var scorer = new OrtCalibrationScores(CalibrationCorpus.FromTokens(data), 3, 6, new CalibrationCoreOptions { BatchSize = 2, Progress = progress.Add });
         int nodes = ckpt.Model.Graph.NodeCount, inits = ckpt.Model.Graph.Initializers.Count, outs = ckpt.Model.Graph.Outputs.Count;
         var scores = scorer.Measure(ckpt.Model, [1, 2]);
         // The model is left as it was.
         Assert.Equal((nodes, inits, outs), (ckpt.Model.Graph.NodeCount, ckpt.Model.Graph.Initializers.Count, ckpt.Model.Graph.Outputs.Count));
-        Assert.Equal([0, 2, 3], progress.Select(p => p.SamplesDone));
+        // Block by block: the embedding, then every block once, each over the samples in batches of 2.
+        Assert.Equal(["embedding", .. s.Blocks.Select(b => $"block {b.Index}")], progress.Select(p => p.Stage).Distinct());
+        Assert.All(progress.GroupBy(p => p.Stage), g => Assert.Equal([0, 2, 3], g.Select(p => p.SamplesDone)));
         Assert.Equal(18, scores.Tokens);
 
         // Softmax rows sum to one, so each layer's routing weights sum to the token count.
@@ -47,7 +49,7 @@ public sealed class CalibrationTests
         var run2 = new double[s.NumLayers - 1];
         try
         {
-            foreach (var sample in data.Samples)
+            foreach (var sample in data)
             {
                 var ids = sample.Select(t => (long)t).ToArray();
                 var outs2 = ReferenceEvaluator.Run(g, ReferenceNumericsTests.Feed(s, [ids], [ids.Select(_ => 1L).ToArray()], [Enumerable.Range(0, ids.Length).Select(i => (long)i).ToArray()], null));
@@ -111,19 +113,26 @@ public sealed class CalibrationTests
     [Fact]
     public void Text_is_cut_into_whole_windows_and_a_short_text_gives_fewer_samples()
     {
-        var repo = CalibrationData.FindDefaultText();
+        var repo = CalibrationCorpus.FindDefaultText();
         Assert.NotNull(repo);
         var root = Cli.CliRunner.RepoRoot;
         var tokenizer = Tokenizer.Load(Path.Combine(root, "models", "tiny-mixtral", "tokenizer.json"));
-        var d = CalibrationData.FromText(tokenizer, repo!, 3, 16);
-        Assert.Equal(3, d.Samples.Count);
-        Assert.All(d.Samples, x => Assert.Equal(16, x.Length));
+        var d = CalibrationCorpus.FromText(tokenizer, repo!, 3 * 16).Windows(3, 16);
+        Assert.Equal((3, 16), (d.Count, d.Length));
         var all = tokenizer.Encode(File.ReadAllText(repo!), addSpecialTokens: false);
-        Assert.Equal(all.Take(16), d.Samples[0]);
-        var many = CalibrationData.FromText(tokenizer, repo!, 1_000_000, 2048);
-        Assert.True(many.Samples.Count < 1_000_000 && many.Samples.Count > 0);
-        var fromSettings = CalibrationData.FromSettings(Path.Combine(root, "models", "tiny-mixtral"), new CalibrationSettings(2, 8));
-        Assert.Equal(2, fromSettings.Samples.Count);
-        Assert.Throws<OnnxMoe.Ir.UserErrorException>(() => CalibrationData.FromText(tokenizer, "/nonexistent.txt", 1, 4));
+        Assert.Equal(all.Take(16), d.Sample(0).ToArray());
+        Assert.Equal(all.Skip(32).Take(16), d.Sample(2).ToArray());
+        // Read as a prefix of whole lines, the stream still equals the whole text tokenized at once.
+        var whole = CalibrationCorpus.FromText(tokenizer, repo!, long.MaxValue);
+        Assert.Equal(all.Length, whole.TokenCount);
+        Assert.Equal(all, whole.Windows(1, all.Length).Sample(0).ToArray());
+        var shortfall = new List<string>();
+        var many = whole.Windows(1_000_000, 2048, shortfall.Add);
+        Assert.Equal(all.Length / 2048, many.Count);
+        Assert.Contains($"using {many.Count} instead of 1000000", Assert.Single(shortfall));
+        var fromSettings = CalibrationCorpus.FromSettings(Path.Combine(root, "models", "tiny-mixtral"), new CalibrationSettings(2, 8));
+        Assert.Equal(16, fromSettings.TokenCount);
+        Assert.Contains("fewer than one sample of 32", Assert.Throws<OnnxMoe.Ir.UserErrorException>(() => fromSettings.Windows(1, 32)).Message);
+        Assert.Throws<OnnxMoe.Ir.UserErrorException>(() => CalibrationCorpus.FromText(tokenizer, "/nonexistent.txt", 4));
     }
 }

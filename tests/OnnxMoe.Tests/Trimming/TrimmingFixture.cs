@@ -34,14 +34,14 @@ internal static class TrimmingFixture
     public static readonly PassRegistry Registry = PassRegistry.CreateDefault();
 
     /// <summary>Deterministic pseudo-random calibration tokens (the family checkpoints have no tokenizer).</summary>
-    public static CalibrationData Tokens(int vocab, int samples = 2, int seqLen = 8, int seed = 3)
+    public static List<int[]> Tokens(int vocab, int samples = 2, int seqLen = 8, int seed = 3)
     {
         var rng = new Random(seed);
-        return CalibrationData.FromTokens(Enumerable.Range(0, samples).Select(_ => Enumerable.Range(0, seqLen).Select(_ => rng.Next(vocab)).ToArray()).ToList());
+        return Enumerable.Range(0, samples).Select(_ => Enumerable.Range(0, seqLen).Select(_ => rng.Next(vocab)).ToArray()).ToList();
     }
 
-    public static OrtCalibrationScores Scorer(DecoderStructure s, int samples = 2, int seqLen = 8) =>
-        new(Tokens(s.VocabSize, samples, seqLen), new CalibrationOptions { BatchSize = 2 });
+    public static OrtCalibrationScores Scorer(DecoderStructure s, int samples = 2, int seqLen = 8, CalibrationCoreOptions? options = null) =>
+        new(CalibrationCorpus.FromTokens(Tokens(s.VocabSize, samples, seqLen)), samples, seqLen, options ?? new CalibrationCoreOptions { BatchSize = 2 });
 
     public static PipelineRunReport RunPipeline(Model model, string pipeline, ICalibrationScores? scores = null)
     {

@@ -1,11 +1,125 @@
+using OnnxMoe.Compiler;
 using OnnxMoe.Ir;
 using OnnxMoe.Ir.Building;
+using OnnxMoe.Passes.Trimming;
+using OnnxMoe.Runtime;
 using OnnxMoe.Structure;
 
-namespace OnnxMoe.Compiler.Calibration;
+namespace OnnxMoe.Tests.Calibration;
 
-/// <summary>What one segment of the calibration statistics vector holds.</summary>
-public enum ProbeKind
+// The whole-model calibration that the block-sequential core replaced, kept as the reference its scores are checked
+// against: probe nodes attached to the full decoder compute every statistic inside one ORT session.
+
+/// <summary>Trimming scores of the whole decoder in one session (the former OrtCalibrationScores.Measure).</summary>
+internal sealed class WholeModelScores(IReadOnlyList<int[]> data, int batchSize = 2)
+{
+    private readonly IReadOnlyList<int[]> _data = data;
+    private int BatchSize { get; } = batchSize;
+
+    public TrimmingScores Measure(Model model, IReadOnlyList<int> consecutiveRuns, CancellationToken cancellationToken = default)
+    {
+        var s = DecoderStructure.Read(model);
+        IReadOnlyList<ProbeSegment> segments;
+        int length;
+        InMemorySession calibration;
+        using (var probes = WholeModelProbes.Attach(model, s, consecutiveRuns))
+        {
+            calibration = new InMemorySession(model, null, "calibration");
+            segments = probes.Segments;
+            length = probes.StatsLength;
+        }
+        var sums = new double[length];
+        using (calibration)
+            RunBatches(calibration.Session, s, [WholeModelProbes.StatsOutput], "scores", cancellationToken, result => Accumulate(sums, result[0].GetSpan<float>()));
+        return ToScores(s, segments, sums, (long)_data.Count * _data[0].Length);
+    }
+
+    /// <summary>Runs every batch of samples through <paramref name="session"/> with an empty KV cache, handing each result to <paramref name="use"/>.</summary>
+    private void RunBatches(InferenceSession session, DecoderStructure s, IReadOnlyList<string> outputs, string stage,
+        CancellationToken cancellationToken, Action<RunResult> use)
+    {
+        var samples = _data;
+        int seq = samples[0].Length;
+        var cacheType = s.ComputeType == "f16" ? DataType.Float16 : DataType.Float;
+                for (int start = 0; start < samples.Count; start += BatchSize)
+        {
+            cancellationToken.ThrowIfCancellationRequested();
+            int batch = Math.Min(BatchSize, samples.Count - start);
+            var ids = new long[batch * seq];
+            var positions = new long[batch * seq];
+            var mask = new long[batch * seq];
+            for (int r = 0; r < batch; r++)
+                for (int t = 0; t < seq; t++)
+                {
+                    ids[r * seq + t] = samples[start + r][t];
+                    positions[r * seq + t] = t;
+                    mask[r * seq + t] = 1;
+                }
+            var values = new List<OrtValue>();
+            try
+            {
+                var feeds = new List<KeyValuePair<string, OrtValue>>();
+                void Feed(string name, OrtValue v)
+                {
+                    values.Add(v);
+                    feeds.Add(new(name, v));
+                }
+                Feed("input_ids", OrtValue.CreateTensor<long>(ids.AsMemory(), [batch, seq]));
+                Feed("attention_mask", OrtValue.CreateTensor<long>(mask.AsMemory(), [batch, seq]));
+                Feed("position_ids", OrtValue.CreateTensor<long>(positions.AsMemory(), [batch, seq]));
+                foreach (var blk in s.Blocks)
+                {
+                    Feed(blk.Attention.PastKey, OrtValue.Allocate(cacheType, [batch, s.NumKeyValueHeads, 0, s.HeadDim]));
+                    Feed(blk.Attention.PastValue, OrtValue.Allocate(cacheType, [batch, s.NumKeyValueHeads, 0, s.HeadDim]));
+                }
+                using var result = session.Run(feeds, outputs, cancellationToken);
+                use(result);
+            }
+            finally
+            {
+                foreach (var v in values) v.Dispose();
+            }
+        }
+    }
+
+    private static void Accumulate(double[] sums, ReadOnlySpan<float> batch)
+    {
+        if (batch.Length != sums.Length) throw new InvalidOperationException($"calibration statistics have {batch.Length} values, expected {sums.Length}");
+        for (int i = 0; i < sums.Length; i++) sums[i] += batch[i];
+    }
+
+    /// <summary>Sums over tokens to <see cref="TrimmingScores"/>: similarities become means, routing stays a sum.</summary>
+    internal static TrimmingScores ToScores(DecoderStructure s, IReadOnlyList<ProbeSegment> segments, double[] sums, long tokens)
+    {
+        var routing = new SortedDictionary<int, double[]>();
+        var moe = new SortedDictionary<int, double>();
+        var moeNoNorm = new SortedDictionary<int, double>();
+        var block = new SortedDictionary<int, double>();
+        var runs = new SortedDictionary<int, double[]>();
+        foreach (var seg in segments)
+        {
+            double mean = sums[seg.Offset] / tokens;
+            switch (seg.Kind)
+            {
+                case ProbeKind.Routing: routing[seg.Layer] = sums.AsSpan(seg.Offset, seg.Length).ToArray(); break;
+                case ProbeKind.MoeSimilarity: moe[seg.Layer] = mean; break;
+                case ProbeKind.MoeSimilarityNoNorm: moeNoNorm[seg.Layer] = mean; break;
+                case ProbeKind.BlockSimilarity: block[seg.Layer] = mean; break;
+                case ProbeKind.Consecutive:
+                    if (!runs.TryGetValue(seg.Run, out var arr)) runs[seg.Run] = arr = new double[s.Blocks.Count - seg.Run + 1];
+                    arr[seg.Layer] = mean;
+                    break;
+            }
+        }
+        return new TrimmingScores
+        {
+            Tokens = tokens, ExpertRouting = routing, MoeSimilarity = moe, MoeSimilarityNoNorm = moeNoNorm,
+            BlockSimilarity = block, ConsecutiveSimilarity = runs,
+        };
+    }
+}
+
+internal enum ProbeKind
 {
     /// <summary>[experts]: full-softmax routing weight per router column, summed over the batch's tokens.</summary>
     Routing,
@@ -22,7 +136,7 @@ public enum ProbeKind
 /// <summary>One segment of the statistics vector: <see cref="Length"/> floats from <see cref="Offset"/>.</summary>
 /// <param name="Layer">block index (original layer index); for <see cref="ProbeKind.Consecutive"/> the start position in block order.</param>
 /// <param name="Run">run length for <see cref="ProbeKind.Consecutive"/>, else 0.</param>
-public sealed record ProbeSegment(ProbeKind Kind, int Layer, int Run, int Offset, int Length);
+internal sealed record ProbeSegment(ProbeKind Kind, int Layer, int Run, int Offset, int Length);
 
 /// <summary>
 /// Turns a lowered decoder into its calibration copy: probe nodes compute, inside the graph, the per-batch
@@ -32,7 +146,7 @@ public sealed record ProbeSegment(ProbeKind Kind, int Layer, int Run, int Offset
 /// The probes are added to the model in place and removed again by <see cref="Dispose"/>: use
 /// <c>using (CalibrationProbes.Attach(...)) write the model;</c>.
 /// </summary>
-public sealed class CalibrationProbes : IDisposable
+internal sealed class WholeModelProbes : IDisposable
 {
     public const string StatsOutput = "onnxmoe_calibration_stats";
 
@@ -41,7 +155,7 @@ public sealed class CalibrationProbes : IDisposable
     private readonly int _initializers, _outputs;
     private bool _disposed;
 
-    private CalibrationProbes(Graph graph)
+    private WholeModelProbes(Graph graph)
     {
         _graph = graph;
         _before = new HashSet<Node>(graph.Nodes, ReferenceEqualityComparer.Instance);
@@ -56,9 +170,9 @@ public sealed class CalibrationProbes : IDisposable
 
     /// <summary>Adds probes for every block and MoE layer, consecutive runs of <paramref name="runs"/>, and MoE-input outputs for
     /// <paramref name="exposeMoeInputs"/>.</summary>
-    public static CalibrationProbes Attach(Model model, DecoderStructure s, IReadOnlyList<int> runs, IReadOnlyList<int>? exposeMoeInputs = null)
+    public static WholeModelProbes Attach(Model model, DecoderStructure s, IReadOnlyList<int> runs, IReadOnlyList<int>? exposeMoeInputs = null)
     {
-        var probes = new CalibrationProbes(model.Graph);
+        var probes = new WholeModelProbes(model.Graph);
         try
         {
             probes.Build(model.Graph, s, runs, exposeMoeInputs ?? []);

@@ -1,25 +1,20 @@
-using OnnxMoe.Ir;
-
-namespace OnnxMoe.Compiler.Awq;
+namespace OnnxMoe.Ir.Building;
 
 /// <summary>
 /// Copies the region of a model's main graph that computes some values into a new, standalone
 /// <see cref="Model"/>: the cut values become graph inputs, the requested values its outputs, and
 /// chosen weight initializers become inputs too (so trial weights can be fed at run time). Other
 /// graph inputs the region reads stay inputs; other initializers are shared (same tensor objects,
-/// no copy). The source model is not modified. This is the generic "run part of the model, or the
-/// model with extra outputs" helper of the AWQ stage.
+/// no copy). The source model is not modified. Calibration runs decoder blocks, AWQ modules and
+/// probes through it, so what it runs is exactly the graph that ships.
 /// </summary>
-public static class SubgraphExtractor
+public static class RegionExtractor
 {
-    /// <param name="cut">Values whose producers are not copied; each becomes a graph input of the same name.</param>
-    /// <param name="outputs">Values to compute; each becomes a graph output of the same name (in this order).</param>
-    /// <param name="weightsAsInputs">Initializers turned into graph inputs (same name and type).</param>
-    public static Model Extract(Model source, IReadOnlyList<Value> cut, IReadOnlyList<Value> outputs, IReadOnlyCollection<Value>? weightsAsInputs = null)
+    /// <summary>The nodes computing <paramref name="outputs"/> from <paramref name="cut"/>, graph inputs and initializers, and the values the region reads
+    /// from outside (cut values, graph inputs, initializers).</summary>
+    public static (HashSet<Node> Nodes, HashSet<Value> Leaves) Collect(Graph graph, IReadOnlyList<Value> cut, IReadOnlyList<Value> outputs)
     {
-        var graph = source.Graph;
         var cutSet = new HashSet<Value>(cut, ReferenceEqualityComparer.Instance);
-        var asInputs = new HashSet<Value>(weightsAsInputs ?? [], ReferenceEqualityComparer.Instance);
         var needed = new HashSet<Node>(ReferenceEqualityComparer.Instance);
         var leaves = new HashSet<Value>(ReferenceEqualityComparer.Instance);
         var stack = new Stack<Value>(outputs);
@@ -37,6 +32,19 @@ public static class SubgraphExtractor
             foreach (var input in v.Producer.Inputs)
                 if (input != null) stack.Push(input);
         }
+        return (needed, leaves);
+    }
+
+    /// <param name="cut">Values whose producers are not copied; each becomes a graph input of the same name.</param>
+    /// <param name="outputs">Values to compute; each becomes a graph output of the same name (in this order).</param>
+    /// <param name="weightsAsInputs">Initializers turned into graph inputs (same name and type).</param>
+    /// <param name="replacements">Initializers whose tensor the region holds instead of the source's (same type and shape).</param>
+    public static Model Extract(Model source, IReadOnlyList<Value> cut, IReadOnlyList<Value> outputs, IReadOnlyCollection<Value>? weightsAsInputs = null,
+        IReadOnlyDictionary<Value, Tensors.Tensor>? replacements = null)
+    {
+        var graph = source.Graph;
+        var asInputs = new HashSet<Value>(weightsAsInputs ?? [], ReferenceEqualityComparer.Instance);
+        var (needed, leaves) = Collect(graph, cut, outputs);
 
         var result = new Graph(graph.Name + "_region");
         var map = new Dictionary<Value, Value>(ReferenceEqualityComparer.Instance);
@@ -64,7 +72,10 @@ public static class SubgraphExtractor
             }
             else
             {
-                map[v] = new Value(v.Name, v.Type, v.ConstValue);
+                var tensor = replacements != null && replacements.TryGetValue(v, out var r) ? r : v.ConstValue;
+                if (tensor != null && v.ConstValue != null && (tensor.DataType != v.ConstValue.DataType || !tensor.Shape.SequenceEqual(v.ConstValue.Shape)))
+                    throw new ArgumentException($"replacement for {v.Name} has another type or shape");
+                map[v] = new Value(v.Name, v.Type, tensor);
                 result.Initializers.Add(map[v]);
             }
         }
