@@ -41,17 +41,19 @@ internal static class CommonOptions
                       "machine's or container's memory). A block that does not fit is an error naming the size it needs.",
     };
 
-    /// <summary>A size such as 3GiB, 512MiB, 1.5G, 800M or plain bytes; null stays null.</summary>
+    /// <summary>A size such as 4GiB, 512MiB, 1.5GB or a byte count; null stays null.</summary>
     public static long? ParseSize(string? text, string option)
     {
         if (text is null) return null;
-        var m = System.Text.RegularExpressions.Regex.Match(text.Trim(), @"^(\d+(?:\.\d+)?)\s*([KMGT]?)(i?B?)$", System.Text.RegularExpressions.RegexOptions.IgnoreCase);
-        if (!m.Success || !double.TryParse(m.Groups[1].Value, System.Globalization.NumberStyles.Float, System.Globalization.CultureInfo.InvariantCulture, out var v))
-            throw new UserErrorException($"{option}: '{text}' is not a size (e.g. 2GiB, 512MiB, 1.5G)");
-        int shift = m.Groups[2].Value.ToUpperInvariant() switch { "K" => 10, "M" => 20, "G" => 30, "T" => 40, _ => 0 };
-        double bytes = v * Math.Pow(2, shift);
-        if (!(bytes >= 1 << 20) || bytes > long.MaxValue / 2) throw new UserErrorException($"{option}: {text} is out of range (at least 1MiB)");
-        return (long)bytes;
+        string t = text.Trim();
+        (string suffix, long unit)[] units = [("GiB", 1L << 30), ("MiB", 1L << 20), ("KiB", 1L << 10), ("GB", 1_000_000_000), ("MB", 1_000_000), ("B", 1)];
+        foreach (var (suffix, unit) in units)
+            if (t.EndsWith(suffix, StringComparison.OrdinalIgnoreCase) &&
+                double.TryParse(t[..^suffix.Length], System.Globalization.NumberStyles.Float, System.Globalization.CultureInfo.InvariantCulture, out double v) &&
+                v > 0 && v * unit < long.MaxValue / 2)
+                return (long)(v * unit);
+        if (long.TryParse(t, System.Globalization.NumberStyles.Integer, System.Globalization.CultureInfo.InvariantCulture, out long raw) && raw > 0) return raw;
+        throw new UserErrorException($"{option} '{text}': expected a size like 4GiB, 512MiB or a byte count");
     }
 
     public static string ExistingFile(string path, string what)

@@ -29,7 +29,7 @@ internal static class SynthCommand
             var options = new RandomCheckpointOptions
             {
                 Family = parse.GetValue(family)!,
-                TargetBytes = ParseSize(parse.GetValue(size)!),
+                TargetBytes = CommonOptions.ParseSize(parse.GetValue(size)!, "--size")!.Value,
                 DType = parse.GetValue(dtype)!.Trim().ToLowerInvariant() switch
                 {
                     "bf16" or "bfloat16" => DataType.BFloat16,
@@ -57,16 +57,4 @@ internal static class SynthCommand
     }
 
     private static int Positive(int v, string name) => v > 0 ? v : throw new UserErrorException($"{name} must be positive");
-
-    internal static long ParseSize(string text)
-    {
-        string t = text.Trim();
-        (string suffix, long unit)[] units = [("GiB", 1L << 30), ("MiB", 1L << 20), ("KiB", 1L << 10), ("GB", 1_000_000_000), ("MB", 1_000_000), ("B", 1)];
-        foreach (var (suffix, unit) in units)
-            if (t.EndsWith(suffix, StringComparison.OrdinalIgnoreCase) &&
-                double.TryParse(t[..^suffix.Length], NumberStyles.Float, CultureInfo.InvariantCulture, out double v) && v > 0)
-                return (long)(v * unit);
-        if (long.TryParse(t, NumberStyles.Integer, CultureInfo.InvariantCulture, out long raw) && raw > 0) return raw;
-        throw new UserErrorException($"--size '{text}': expected a size like 4GiB, 512MiB or a byte count");
-    }
 }
