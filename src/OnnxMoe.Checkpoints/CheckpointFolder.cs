@@ -73,7 +73,10 @@ public sealed class CheckpointFolder : IDisposable
             }
             else
             {
-                var paths = System.IO.Directory.GetFiles(directory, "*.safetensors").Order(StringComparer.Ordinal).ToList();
+                // model.safetensors alone when present: other *.safetensors beside it (e.g. golden outputs) are not weights.
+                string single = System.IO.Path.Combine(directory, "model.safetensors");
+                var paths = File.Exists(single) ? [single]
+                    : System.IO.Directory.GetFiles(directory, "*.safetensors").Order(StringComparer.Ordinal).ToList();
                 if (paths.Count == 0) throw new CheckpointException($"{directory}: no model.safetensors, {IndexFileName} or other *.safetensors file");
                 foreach (var path in paths)
                 {

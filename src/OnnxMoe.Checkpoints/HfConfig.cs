@@ -23,7 +23,10 @@ public sealed class HfConfig
         if (!File.Exists(path)) throw new CheckpointException($"{path}: config.json not found");
         try
         {
-            using var doc = JsonDocument.Parse(File.ReadAllBytes(path), new JsonDocumentOptions { AllowTrailingCommas = true, CommentHandling = JsonCommentHandling.Skip });
+            byte[] bytes;
+            try { bytes = File.ReadAllBytes(path); }
+            catch (Exception e) when (e is IOException or UnauthorizedAccessException) { throw new CheckpointException($"{path}: cannot read config.json: {e.Message}", e); }
+            using var doc = JsonDocument.Parse(bytes, new JsonDocumentOptions { AllowTrailingCommas = true, CommentHandling = JsonCommentHandling.Skip });
             if (doc.RootElement.ValueKind != JsonValueKind.Object) throw new CheckpointException($"{path}: config is not a JSON object");
             return new HfConfig(path, doc.RootElement.Clone());
         }
@@ -32,9 +35,17 @@ public sealed class HfConfig
 
     public static HfConfig Parse(string json, string path = "config.json")
     {
-        using var doc = JsonDocument.Parse(json);
-        return new HfConfig(path, doc.RootElement.Clone());
+        try
+        {
+            using var doc = JsonDocument.Parse(json, new JsonDocumentOptions { AllowTrailingCommas = true, CommentHandling = JsonCommentHandling.Skip });
+            if (doc.RootElement.ValueKind != JsonValueKind.Object) throw new CheckpointException($"{path}: config is not a JSON object");
+            return new HfConfig(path, doc.RootElement.Clone());
+        }
+        catch (JsonException e) { throw new CheckpointException($"{path}: config is not valid JSON: {e.Message}", e); }
     }
+
+    /// <summary>The whole JSON object (for schema validation).</summary>
+    public JsonElement Root => _root;
 
     /// <summary>architectures[0], or null when absent.</summary>
     public string? Architecture =>
@@ -62,8 +73,8 @@ public sealed class HfConfig
     public double? GetDoubleOrNull(string field)
     {
         if (!_root.TryGetProperty(field, out var v) || v.ValueKind == JsonValueKind.Null) return null;
-        if (v.ValueKind == JsonValueKind.Number) return v.GetDouble();
-        throw Mistyped(field, v, "a number");
+        if (v.ValueKind == JsonValueKind.Number && v.TryGetDouble(out double d) && double.IsFinite(d)) return d;
+        throw Mistyped(field, v, "a finite number");
     }
 
     public bool GetBool(string field, bool fallback)
