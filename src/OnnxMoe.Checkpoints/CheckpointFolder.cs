@@ -90,7 +90,9 @@ public sealed class CheckpointFolder : IDisposable
                     }
                 }
             }
-            return new CheckpointFolder(directory, config, files, byTensor);
+            var folder = new CheckpointFolder(directory, config, files, byTensor);
+            foreach (var file in folder.TokenizerFiles) CheckJsonObject(file);
+            return folder;
         }
         catch
         {
@@ -103,18 +105,39 @@ public sealed class CheckpointFolder : IDisposable
     {
         try
         {
-            using var doc = JsonDocument.Parse(File.ReadAllBytes(index));
+            byte[] bytes;
+            try { bytes = File.ReadAllBytes(index); }
+            catch (Exception e) when (e is IOException or UnauthorizedAccessException) { throw new CheckpointException($"{index}: cannot read: {e.Message}", e); }
+            using var doc = JsonDocument.Parse(bytes);
+            if (doc.RootElement.ValueKind != JsonValueKind.Object) throw new CheckpointException($"{index}: the top level must be a JSON object");
             if (!doc.RootElement.TryGetProperty("weight_map", out var wm) || wm.ValueKind != JsonValueKind.Object)
                 throw new CheckpointException($"{index}: no 'weight_map' object");
             var map = new Dictionary<string, string>(StringComparer.Ordinal);
             foreach (var p in wm.EnumerateObject())
             {
                 if (p.Value.ValueKind != JsonValueKind.String) throw new CheckpointException($"{index}: weight_map entry '{p.Name}' is not a file name");
-                map[p.Name] = p.Value.GetString()!;
+                string shard = p.Value.GetString()!;
+                if (shard.Length == 0 || shard.IndexOfAny(System.IO.Path.GetInvalidPathChars()) >= 0 || shard.Contains('\0'))
+                    throw new CheckpointException($"{index}: weight_map entry '{p.Name}' names no usable file ({JsonSerializer.Serialize(shard)})");
+                if (!map.TryAdd(p.Name, shard)) throw new CheckpointException($"{index}: weight_map lists tensor '{p.Name}' twice");
             }
             return map;
         }
         catch (JsonException e) { throw new CheckpointException($"{index}: not valid JSON: {e.Message}", e); }
+    }
+
+    /// <summary>A .json tokenizer/generation file must be one JSON object: it is copied into the artifact, where GenAI reads it.</summary>
+    private static void CheckJsonObject(string path)
+    {
+        if (!path.EndsWith(".json", StringComparison.Ordinal)) return;
+        try
+        {
+            using var doc = JsonDocument.Parse(File.ReadAllBytes(path), new JsonDocumentOptions { MaxDepth = 256 });
+            if (doc.RootElement.ValueKind != JsonValueKind.Object)
+                throw new CheckpointException($"{path}: the top level must be a JSON object, found {doc.RootElement.ValueKind.ToString().ToLowerInvariant()}");
+        }
+        catch (JsonException e) { throw new CheckpointException($"{path}: not valid JSON: {e.Message}", e); }
+        catch (Exception e) when (e is IOException or UnauthorizedAccessException) { throw new CheckpointException($"{path}: cannot read: {e.Message}", e); }
     }
 
     public bool Contains(string name) => _byTensor.ContainsKey(name);
