@@ -1,4 +1,5 @@
 using System.Text.Json;
+using OnnxMoe.Ir;
 
 namespace OnnxMoe.Checkpoints;
 
@@ -21,27 +22,21 @@ public sealed class HfConfig
     public static HfConfig Load(string path)
     {
         if (!File.Exists(path)) throw new CheckpointException($"{path}: config.json not found");
-        try
-        {
-            byte[] bytes;
-            try { bytes = File.ReadAllBytes(path); }
-            catch (Exception e) when (e is IOException or UnauthorizedAccessException) { throw new CheckpointException($"{path}: cannot read config.json: {e.Message}", e); }
-            using var doc = JsonDocument.Parse(bytes, new JsonDocumentOptions { AllowTrailingCommas = true, CommentHandling = JsonCommentHandling.Skip });
-            if (doc.RootElement.ValueKind != JsonValueKind.Object) throw new CheckpointException($"{path}: config is not a JSON object");
-            return new HfConfig(path, doc.RootElement.Clone());
-        }
-        catch (JsonException e) { throw new CheckpointException($"{path}: config is not valid JSON: {e.Message}", e); }
+        byte[] bytes;
+        try { bytes = File.ReadAllBytes(path); }
+        catch (Exception e) when (e is IOException or UnauthorizedAccessException) { throw new CheckpointException($"{path}: cannot read config.json: {e.Message}", e); }
+        using var doc = JsonText.Parse(bytes, Options, problem => new CheckpointException($"{path}: config is {problem}"));
+        if (doc.RootElement.ValueKind != JsonValueKind.Object) throw new CheckpointException($"{path}: config is not a JSON object");
+        return new HfConfig(path, doc.RootElement.Clone());
     }
+
+    private static readonly JsonDocumentOptions Options = new() { AllowTrailingCommas = true, CommentHandling = JsonCommentHandling.Skip };
 
     public static HfConfig Parse(string json, string path = "config.json")
     {
-        try
-        {
-            using var doc = JsonDocument.Parse(json, new JsonDocumentOptions { AllowTrailingCommas = true, CommentHandling = JsonCommentHandling.Skip });
-            if (doc.RootElement.ValueKind != JsonValueKind.Object) throw new CheckpointException($"{path}: config is not a JSON object");
-            return new HfConfig(path, doc.RootElement.Clone());
-        }
-        catch (JsonException e) { throw new CheckpointException($"{path}: config is not valid JSON: {e.Message}", e); }
+        using var doc = JsonText.Parse(json, Options, problem => new CheckpointException($"{path}: config is {problem}"));
+        if (doc.RootElement.ValueKind != JsonValueKind.Object) throw new CheckpointException($"{path}: config is not a JSON object");
+        return new HfConfig(path, doc.RootElement.Clone());
     }
 
     /// <summary>The whole JSON object (for schema validation).</summary>

@@ -71,11 +71,7 @@ public sealed class SafetensorsFile : IDisposable
         long dataStart = 8 + (long)headerLen;
         long dataLength = file.Length - dataStart;
 
-        if (!System.Text.Unicode.Utf8.IsValid(header)) throw new CheckpointException($"{p}: safetensors header is not valid UTF-8 (corrupt or not a safetensors file)");
-        JsonDocument doc;
-        try { doc = JsonDocument.Parse(header); }
-        catch (JsonException e) { throw new CheckpointException($"{p}: safetensors header is not valid JSON: {e.Message}", e); }
-        catch (DecoderFallbackException e) { throw new CheckpointException($"{p}: safetensors header is not UTF-8: {e.Message}", e); }
+        var doc = JsonText.Parse(header, default, problem => new CheckpointException($"{p}: safetensors header is {problem} (corrupt or not a safetensors file)"));
 
         using (doc)
         {
