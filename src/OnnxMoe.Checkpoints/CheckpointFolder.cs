@@ -1,4 +1,5 @@
 using System.Text.Json;
+using OnnxMoe.Ir;
 using OnnxMoe.Ir.Tensors;
 
 namespace OnnxMoe.Checkpoints;
@@ -73,7 +74,10 @@ public sealed class CheckpointFolder : IDisposable
             }
             else
             {
-                var paths = System.IO.Directory.GetFiles(directory, "*.safetensors").Order(StringComparer.Ordinal).ToList();
+                // model.safetensors alone when present: other *.safetensors beside it (e.g. golden outputs) are not weights.
+                string single = System.IO.Path.Combine(directory, "model.safetensors");
+                var paths = File.Exists(single) ? [single]
+                    : System.IO.Directory.GetFiles(directory, "*.safetensors").Order(StringComparer.Ordinal).ToList();
                 if (paths.Count == 0) throw new CheckpointException($"{directory}: no model.safetensors, {IndexFileName} or other *.safetensors file");
                 foreach (var path in paths)
                 {
@@ -87,7 +91,9 @@ public sealed class CheckpointFolder : IDisposable
                     }
                 }
             }
-            return new CheckpointFolder(directory, config, files, byTensor);
+            var folder = new CheckpointFolder(directory, config, files, byTensor);
+            foreach (var file in folder.TokenizerFiles) CheckJsonObject(file);
+            return folder;
         }
         catch
         {
@@ -98,20 +104,37 @@ public sealed class CheckpointFolder : IDisposable
 
     private static Dictionary<string, string> ReadWeightMap(string index)
     {
+        byte[] bytes;
+        try { bytes = File.ReadAllBytes(index); }
+        catch (Exception e) when (e is IOException or UnauthorizedAccessException) { throw new CheckpointException($"{index}: cannot read: {e.Message}", e); }
+        using var doc = JsonText.Parse(bytes, default, problem => new CheckpointException($"{index}: {problem}"));
+        if (doc.RootElement.ValueKind != JsonValueKind.Object) throw new CheckpointException($"{index}: the top level must be a JSON object");
+        if (!doc.RootElement.TryGetProperty("weight_map", out var wm) || wm.ValueKind != JsonValueKind.Object)
+            throw new CheckpointException($"{index}: no 'weight_map' object");
+        var map = new Dictionary<string, string>(StringComparer.Ordinal);
+        foreach (var p in wm.EnumerateObject())
+        {
+            if (p.Value.ValueKind != JsonValueKind.String) throw new CheckpointException($"{index}: weight_map entry '{p.Name}' is not a file name");
+            string shard = p.Value.GetString()!;
+            if (shard.Length == 0 || shard.IndexOfAny(System.IO.Path.GetInvalidPathChars()) >= 0 || shard.Contains('\0'))
+                throw new CheckpointException($"{index}: weight_map entry '{p.Name}' names no usable file ({JsonSerializer.Serialize(shard)})");
+            if (!map.TryAdd(p.Name, shard)) throw new CheckpointException($"{index}: weight_map lists tensor '{p.Name}' twice");
+        }
+        return map;
+    }
+
+    /// <summary>A .json tokenizer/generation file must be one JSON object: it is copied into the artifact, where GenAI reads it.</summary>
+    private static void CheckJsonObject(string path)
+    {
+        if (!path.EndsWith(".json", StringComparison.Ordinal)) return;
         try
         {
-            using var doc = JsonDocument.Parse(File.ReadAllBytes(index));
-            if (!doc.RootElement.TryGetProperty("weight_map", out var wm) || wm.ValueKind != JsonValueKind.Object)
-                throw new CheckpointException($"{index}: no 'weight_map' object");
-            var map = new Dictionary<string, string>(StringComparer.Ordinal);
-            foreach (var p in wm.EnumerateObject())
-            {
-                if (p.Value.ValueKind != JsonValueKind.String) throw new CheckpointException($"{index}: weight_map entry '{p.Name}' is not a file name");
-                map[p.Name] = p.Value.GetString()!;
-            }
-            return map;
+            var bytes = File.ReadAllBytes(path);
+            using var doc = JsonText.Parse(bytes, new JsonDocumentOptions { MaxDepth = 256 }, problem => new CheckpointException($"{path}: {problem}"));
+            if (doc.RootElement.ValueKind != JsonValueKind.Object)
+                throw new CheckpointException($"{path}: the top level must be a JSON object, found {doc.RootElement.ValueKind.ToString().ToLowerInvariant()}");
         }
-        catch (JsonException e) { throw new CheckpointException($"{index}: not valid JSON: {e.Message}", e); }
+        catch (Exception e) when (e is IOException or UnauthorizedAccessException) { throw new CheckpointException($"{path}: cannot read: {e.Message}", e); }
     }
 
     public bool Contains(string name) => _byTensor.ContainsKey(name);

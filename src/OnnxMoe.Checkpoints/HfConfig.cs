@@ -1,4 +1,5 @@
 using System.Text.Json;
+using OnnxMoe.Ir;
 
 namespace OnnxMoe.Checkpoints;
 
@@ -21,20 +22,25 @@ public sealed class HfConfig
     public static HfConfig Load(string path)
     {
         if (!File.Exists(path)) throw new CheckpointException($"{path}: config.json not found");
-        try
-        {
-            using var doc = JsonDocument.Parse(File.ReadAllBytes(path), new JsonDocumentOptions { AllowTrailingCommas = true, CommentHandling = JsonCommentHandling.Skip });
-            if (doc.RootElement.ValueKind != JsonValueKind.Object) throw new CheckpointException($"{path}: config is not a JSON object");
-            return new HfConfig(path, doc.RootElement.Clone());
-        }
-        catch (JsonException e) { throw new CheckpointException($"{path}: config is not valid JSON: {e.Message}", e); }
+        byte[] bytes;
+        try { bytes = File.ReadAllBytes(path); }
+        catch (Exception e) when (e is IOException or UnauthorizedAccessException) { throw new CheckpointException($"{path}: cannot read config.json: {e.Message}", e); }
+        using var doc = JsonText.Parse(bytes, Options, problem => new CheckpointException($"{path}: config is {problem}"));
+        if (doc.RootElement.ValueKind != JsonValueKind.Object) throw new CheckpointException($"{path}: config is not a JSON object");
+        return new HfConfig(path, doc.RootElement.Clone());
     }
+
+    private static readonly JsonDocumentOptions Options = new() { AllowTrailingCommas = true, CommentHandling = JsonCommentHandling.Skip };
 
     public static HfConfig Parse(string json, string path = "config.json")
     {
-        using var doc = JsonDocument.Parse(json);
+        using var doc = JsonText.Parse(json, Options, problem => new CheckpointException($"{path}: config is {problem}"));
+        if (doc.RootElement.ValueKind != JsonValueKind.Object) throw new CheckpointException($"{path}: config is not a JSON object");
         return new HfConfig(path, doc.RootElement.Clone());
     }
+
+    /// <summary>The whole JSON object (for schema validation).</summary>
+    public JsonElement Root => _root;
 
     /// <summary>architectures[0], or null when absent.</summary>
     public string? Architecture =>
@@ -62,8 +68,8 @@ public sealed class HfConfig
     public double? GetDoubleOrNull(string field)
     {
         if (!_root.TryGetProperty(field, out var v) || v.ValueKind == JsonValueKind.Null) return null;
-        if (v.ValueKind == JsonValueKind.Number) return v.GetDouble();
-        throw Mistyped(field, v, "a number");
+        if (v.ValueKind == JsonValueKind.Number && v.TryGetDouble(out double d) && double.IsFinite(d)) return d;
+        throw Mistyped(field, v, "a finite number");
     }
 
     public bool GetBool(string field, bool fallback)

@@ -71,10 +71,7 @@ public sealed class SafetensorsFile : IDisposable
         long dataStart = 8 + (long)headerLen;
         long dataLength = file.Length - dataStart;
 
-        JsonDocument doc;
-        try { doc = JsonDocument.Parse(header); }
-        catch (JsonException e) { throw new CheckpointException($"{p}: safetensors header is not valid JSON: {e.Message}", e); }
-        catch (DecoderFallbackException e) { throw new CheckpointException($"{p}: safetensors header is not UTF-8: {e.Message}", e); }
+        var doc = JsonText.Parse(header, default, problem => new CheckpointException($"{p}: safetensors header is {problem} (corrupt or not a safetensors file)"));
 
         using (doc)
         {
@@ -100,7 +97,7 @@ public sealed class SafetensorsFile : IDisposable
             foreach (var e in entries)
             {
                 if (!seen.Add(e.Name)) throw new CheckpointException($"{p}: tensor '{e.Name}' appears twice in the header");
-                long need = e.Type.ByteCount(ElementCount(p, e.Name, e.Shape));
+                long need = ByteSize(p, e.Name, e.Type, e.Shape);
                 if (e.End - e.Begin != need)
                     throw new CheckpointException($"{p}: tensor '{e.Name}' is {SafetensorsDType.ToName(e.Type)}[{string.Join(",", e.Shape)}] = {need} bytes but data_offsets [{e.Begin}, {e.End}) span {e.End - e.Begin}");
                 if (e.End > dataLength)
@@ -152,20 +149,22 @@ public sealed class SafetensorsFile : IDisposable
         if (!v.TryGetProperty("data_offsets", out var off) || off.ValueKind != JsonValueKind.Array || off.GetArrayLength() != 2)
             throw new CheckpointException($"{p}: tensor '{name}': 'data_offsets' must be an array [begin, end]");
         var o = off.EnumerateArray().ToArray();
-        if (!o[0].TryGetInt64(out long begin) || !o[1].TryGetInt64(out long end) || begin < 0 || end < begin)
+        if (o[0].ValueKind != JsonValueKind.Number || o[1].ValueKind != JsonValueKind.Number
+            || !o[0].TryGetInt64(out long begin) || !o[1].TryGetInt64(out long end) || begin < 0 || end < begin)
             throw new CheckpointException($"{p}: tensor '{name}': bad data_offsets [{o[0]}, {o[1]}]");
         return (name, type, shape, begin, end);
     }
 
-    private static long ElementCount(string p, string name, long[] shape)
+    /// <summary>Bytes of a tensor, checked: a shape whose element or byte count overflows int64 is refused, not wrapped.</summary>
+    private static long ByteSize(string p, string name, DataType type, long[] shape)
     {
         try
         {
             long n = 1;
             foreach (var d in shape) n = checked(n * d);
-            return n;
+            return checked(n * type.BitWidth() + 7) / 8;
         }
-        catch (OverflowException) { throw new CheckpointException($"{p}: tensor '{name}': shape [{string.Join(",", shape)}] overflows"); }
+        catch (OverflowException) { throw new CheckpointException($"{p}: tensor '{name}': shape [{string.Join(",", shape)}] of {SafetensorsDType.ToName(type)} overflows a 64-bit byte count"); }
     }
 
     public void Dispose() => _file.Dispose();

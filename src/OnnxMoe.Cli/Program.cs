@@ -1,4 +1,5 @@
 using System.CommandLine;
+using System.CommandLine.Parsing;
 using OnnxMoe.Ir;
 
 namespace OnnxMoe.Cli;
@@ -14,7 +15,10 @@ public static class Program
         foreach (var command in CommandCatalog.All()) root.Subcommands.Add(command);
         try
         {
-            return root.Parse(args).Invoke(new InvocationConfiguration { EnableDefaultExceptionHandler = false });
+            var parsed = root.Parse(args);
+            // Help and version clear parse errors themselves; any other parse error is a short message, not the whole help.
+            if (parsed.Errors.Count > 0 && parsed.Action is not { ClearsParseErrors: true }) return ErrorReporter.ReportParseErrors(parsed);
+            return parsed.Invoke(new InvocationConfiguration { EnableDefaultExceptionHandler = false });
         }
         catch (Exception e)
         {
@@ -42,6 +46,28 @@ public static class ErrorReporter
         else Console.Error.WriteLine("onnxmoe: set ONNXMOE_DEBUG=1 for the stack trace");
         return InternalError;
     }
+
+    /// <summary>The parse errors (at most three), one line each, then where to read the usage.</summary>
+    public static int ReportParseErrors(ParseResult parsed)
+    {
+        foreach (var error in parsed.Errors.Take(3))
+            Console.Error.WriteLine($"onnxmoe: error: {FriendlyTypes(error.Message).ReplaceLineEndings(" ").Trim()}");
+        var names = new List<string>();
+        for (var r = (SymbolResult?)parsed.CommandResult; r != null; r = r.Parent)
+            if (r is CommandResult { Command: not RootCommand } c) names.Insert(0, c.Command.Name);
+        Console.Error.WriteLine($"see onnxmoe {string.Join(" ", names.Append("--help"))}");
+        return UserError;
+    }
+
+    // System.CommandLine names the CLR type it expected (System.Nullable`1[System.Int32]); say it in words.
+    private static string FriendlyTypes(string message) => System.Text.RegularExpressions.Regex.Replace(message,
+        @"as expected type '(?:System\.Nullable`1\[)?System\.(\w+)\]?'", m => m.Groups[1].Value switch
+        {
+            "Int32" or "Int64" => "as an integer",
+            "Double" or "Single" => "as a number",
+            "Boolean" => "as true or false",
+            var other => "as a " + other.ToLowerInvariant(),
+        });
 
     // ORT's own errors are about the model or the environment the user gave, so they count as user errors.
     private static bool IsUserError(Exception e) => e is UserErrorException or Onnx.OnnxFormatException

@@ -39,6 +39,7 @@ public static class DecoderLowering
         if (options.WeightType is not (DataType.Float or DataType.Float16))
             throw new UserErrorException($"--dtype must be fp32 or fp16, not {options.WeightType.Name()}");
         if (options.Opset is < 21 or > 23) throw new UserErrorException($"opset {options.Opset} is not supported (21..23)");
+        CheckpointConsistency.Check(checkpoint, spec);
         var graph = new Graph("onnxmoe_decoder");
         var model = new Model(graph) { IrVersion = 10, ProducerName = "onnxmoe", ProducerVersion = "0.1.0" };
         model.SetOpset("", options.Opset);

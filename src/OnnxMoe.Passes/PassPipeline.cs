@@ -86,7 +86,13 @@ public sealed class PipelineException : UserErrorException
     public int Position { get; }
 
     private static string Compose(string problem, string pipeline, int position) =>
-        $"pipeline error at column {position + 1}: {problem}\n  {pipeline}\n  {new string(' ', position)}^";
+        $"pipeline error at column {position + 1}: {problem}\n  {OneLine(pipeline)}\n  {new string(' ', position)}^";
+
+    // Control characters (a newline in a pasted pipeline) would break the caret line; one space each keeps the columns.
+    private static string OneLine(string text) => string.Create(text.Length, text, (span, t) =>
+    {
+        for (int i = 0; i < t.Length; i++) span[i] = char.IsControl(t[i]) ? ' ' : t[i];
+    });
 }
 
 internal sealed class PipelineParser

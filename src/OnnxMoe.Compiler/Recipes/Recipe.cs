@@ -158,7 +158,12 @@ public static class RecipeLoader
         }
         catch (YamlException e)
         {
-            throw new RecipeException(source, e.Start, $"not valid YAML: {e.InnerException?.Message ?? e.Message}");
+            throw new RecipeException(source, e.Start, $"not valid YAML: {(e.InnerException?.Message ?? e.Message).ReplaceLineEndings(" ")}");
+        }
+        catch (InvalidOperationException)
+        {
+            // YamlDotNet's scanner gives up this way on some malformed flow mappings (e.g. a plain scalar cut off inside "{ ... ").
+            throw new RecipeException(source, null, "not valid YAML: the text ends or breaks inside a scalar or flow mapping");
         }
         if (stream.Documents.Count != 1) throw new RecipeException(source, null, $"expected one YAML document, found {stream.Documents.Count}");
         if (stream.Documents[0].RootNode is not YamlMappingNode root)

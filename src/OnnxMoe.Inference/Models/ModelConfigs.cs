@@ -171,20 +171,16 @@ internal static class ConfigJson
 {
     public static JsonDocument Parse(string path)
     {
-        try
+        byte[] bytes;
+        try { bytes = File.ReadAllBytes(path); }
+        catch (Exception e) when (e is IOException or UnauthorizedAccessException) { throw new UserErrorException($"{path}: cannot read: {e.Message}", e); }
+        var doc = JsonText.Parse(bytes, default, problem => new UserErrorException($"{path}: {problem}"));
+        if (doc.RootElement.ValueKind != JsonValueKind.Object)
         {
-            var doc = JsonDocument.Parse(File.ReadAllText(path));
-            if (doc.RootElement.ValueKind != JsonValueKind.Object)
-            {
-                doc.Dispose();
-                throw new UserErrorException($"{path}: the top level must be a JSON object");
-            }
-            return doc;
+            doc.Dispose();
+            throw new UserErrorException($"{path}: the top level must be a JSON object");
         }
-        catch (JsonException e)
-        {
-            throw new UserErrorException($"{path}: not valid JSON: {e.Message}", e);
-        }
+        return doc;
     }
 
     private static JsonElement? Get(JsonElement obj, string name) =>
@@ -214,8 +210,8 @@ internal static class ConfigJson
     public static double? Double(JsonElement obj, string name, string path) => Get(obj, name) switch
     {
         null => null,
-        { ValueKind: JsonValueKind.Number } p => p.GetDouble(),
-        _ => throw new UserErrorException($"{path}: \"{name}\" must be a number"),
+        { ValueKind: JsonValueKind.Number } p when p.TryGetDouble(out var v) && double.IsFinite(v) => v,
+        _ => throw new UserErrorException($"{path}: \"{name}\" must be a finite number"),
     };
 
     public static bool? Bool(JsonElement obj, string name, string path) => Get(obj, name) switch

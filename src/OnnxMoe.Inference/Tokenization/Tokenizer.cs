@@ -1,3 +1,4 @@
+using OnnxMoe.Ir;
 using System.Text.Json;
 
 namespace OnnxMoe.Inference.Tokenization;
@@ -57,15 +58,7 @@ public sealed class Tokenizer
     /// <summary>Parses tokenizer.json text; <paramref name="source"/> names it in error messages.</summary>
     public static Tokenizer FromJson(string json, string source = "tokenizer.json")
     {
-        JsonDocument document;
-        try
-        {
-            document = JsonDocument.Parse(json, new JsonDocumentOptions { MaxDepth = 256 });
-        }
-        catch (JsonException e)
-        {
-            throw new InvalidDataException($"{source}: not valid JSON: {e.Message}");
-        }
+        var document = JsonText.Parse(json, new JsonDocumentOptions { MaxDepth = 256 }, problem => new InvalidDataException($"{source}: {problem}"));
         using (document)
         {
             var root = new JsonConfig(document.RootElement, source, "tokenizer");

@@ -8,6 +8,23 @@ public sealed class MixtralFamily : ModelFamily
     public override string Name => "mixtral";
     public override string Architecture => "MixtralForCausalLM";
     public override string ModelType => "mixtral";
+    public override string ExpertCountField => "num_local_experts";
+
+    protected override IEnumerable<ConfigField> Fields =>
+    [
+        ConfigField.Int("num_local_experts", 1, MaxExperts, required: true),
+        ConfigField.Int("num_experts_per_tok", 1, MaxExperts, required: true) with { AtMostField = "num_local_experts" },
+        ConfigField.Int("intermediate_size", 1, MaxIntermediateSize, required: true),
+        ConfigField.Int("sliding_window", 1, MaxContextLength),
+    ];
+
+    protected override IEnumerable<ConfigRule> Rules =>
+    [
+        // Attention is lowered over the whole context; a window shorter than it would change the results.
+        new("no sliding window", c => c.GetIntOrNull("sliding_window") is { } w && w < c.GetInt("max_position_embeddings", 4096)
+            ? $"field 'sliding_window' is {w}: sliding-window attention is not supported (only windows covering max_position_embeddings, {c.GetInt("max_position_embeddings", 4096)})"
+            : null),
+    ];
     protected override bool DefaultQkvBias(HfConfig c) => false;
     protected override bool DefaultOutputBias(HfConfig c) => false;
 
@@ -25,6 +42,22 @@ public sealed class DeepSeekMoeFamily : ModelFamily
     public override string Name => "deepseek-moe";
     public override string Architecture => "DeepseekForCausalLM";
     public override string ModelType => "deepseek";
+    public override string ExpertCountField => "n_routed_experts";
+    public override string? SharedExpertField => "n_shared_experts";
+
+    protected override IEnumerable<ConfigField> Fields =>
+    [
+        ConfigField.Int("n_routed_experts", 1, MaxExperts),
+        ConfigField.Int("num_experts_per_tok", 1, MaxExperts, required: true) with { AtMostField = "n_routed_experts" },
+        ConfigField.Int("first_k_dense_replace", 0, MaxLayers) with { BelowField = "num_hidden_layers" },
+        ConfigField.Int("moe_layer_freq", 1, MaxLayers) with { AtMostField = "num_hidden_layers" },
+        ConfigField.Int("moe_intermediate_size", 1, MaxIntermediateSize, required: true),
+        ConfigField.Int("intermediate_size", 1, MaxIntermediateSize, required: true),
+        ConfigField.Int("n_shared_experts", 0, 1024),
+        ConfigField.Bool("norm_topk_prob"),
+        ConfigField.String("scoring_func", "softmax"),
+        ConfigField.String("topk_method", "greedy"),
+    ];
 
     protected override MoeSpec? ReadMoe(HfConfig c, int layer)
     {
@@ -49,6 +82,21 @@ public sealed class DeepSeekMoeFamily : ModelFamily
 /// <summary>Shared by the Qwen MoE families: sparse layers by decoder_sparse_step and mlp_only_layers.</summary>
 public abstract class QwenMoeFamilyBase : ModelFamily
 {
+    public override string ExpertCountField => "num_experts";
+
+    /// <summary>The fields both Qwen MoE families read.</summary>
+    protected static IEnumerable<ConfigField> QwenFields =>
+    [
+        ConfigField.Int("num_experts", 1, MaxExperts, required: true),
+        ConfigField.Int("num_experts_per_tok", 1, MaxExperts, required: true) with { AtMostField = "num_experts" },
+        ConfigField.Int("moe_intermediate_size", 1, MaxIntermediateSize, required: true),
+        ConfigField.Int("intermediate_size", 1, MaxIntermediateSize),
+        ConfigField.Int("decoder_sparse_step", 1, MaxLayers) with { AtMostField = "num_hidden_layers" },
+        ConfigField.IntList("mlp_only_layers", 0, MaxLayers) with { BelowField = "num_hidden_layers" },
+        ConfigField.Bool("norm_topk_prob"),
+        ConfigField.Unsupported("use_sliding_window", "sliding-window attention is not lowered", v => v.ValueKind == System.Text.Json.JsonValueKind.False),
+    ];
+
     protected bool IsSparse(HfConfig c, int layer)
     {
         int experts = c.GetInt("num_experts");
@@ -67,6 +115,10 @@ public sealed class Qwen2MoeFamily : QwenMoeFamilyBase
     public override string Name => "qwen2-moe";
     public override string Architecture => "Qwen2MoeForCausalLM";
     public override string ModelType => "qwen2_moe";
+    public override string? SharedExpertField => "shared_expert_intermediate_size";
+
+    protected override IEnumerable<ConfigField> Fields =>
+        [.. QwenFields, ConfigField.Int("shared_expert_intermediate_size", 0, MaxIntermediateSize)];
     protected override bool DefaultQkvBias(HfConfig c) => true;
     protected override bool DefaultOutputBias(HfConfig c) => false;
 
@@ -88,6 +140,7 @@ public sealed class Qwen3MoeFamily : QwenMoeFamilyBase
     public override string Name => "qwen3-moe";
     public override string Architecture => "Qwen3MoeForCausalLM";
     public override string ModelType => "qwen3_moe";
+    protected override IEnumerable<ConfigField> Fields => QwenFields;
     protected override QkNormKind QkNorm => QkNormKind.PerHead;
 
     protected override MoeSpec? ReadMoe(HfConfig c, int layer) => IsSparse(c, layer)
@@ -101,6 +154,16 @@ public sealed class OlmoeFamily : ModelFamily
     public override string Name => "olmoe";
     public override string Architecture => "OlmoeForCausalLM";
     public override string ModelType => "olmoe";
+    public override string ExpertCountField => "num_experts";
+
+    protected override IEnumerable<ConfigField> Fields =>
+    [
+        ConfigField.Int("num_experts", 1, MaxExperts, required: true),
+        ConfigField.Int("num_experts_per_tok", 1, MaxExperts, required: true) with { AtMostField = "num_experts" },
+        ConfigField.Int("intermediate_size", 1, MaxIntermediateSize, required: true),
+        ConfigField.PositiveNumber("clip_qkv"),
+        ConfigField.Bool("norm_topk_prob"),
+    ];
     protected override QkNormKind QkNorm => QkNormKind.Full;
 
     protected override MoeSpec? ReadMoe(HfConfig c, int layer) =>

@@ -1,3 +1,4 @@
+using System.Text.Json;
 using OnnxMoe.Checkpoints;
 
 namespace OnnxMoe.Lowering.Families;
@@ -26,20 +27,70 @@ public abstract class ModelFamily
     /// <summary>Intermediate width of dense MLP layers.</summary>
     protected virtual int DenseIntermediateSize(HfConfig c) => c.GetInt("intermediate_size");
 
+    // Bounds well beyond any published MoE model, low enough that nothing sized by them exhausts memory.
+    public const int MaxLayers = 4096;
+    public const int MaxExperts = 16384;
+    public const int MaxHiddenSize = 1 << 20;
+    public const int MaxIntermediateSize = 1 << 24;
+    public const int MaxVocabSize = 1 << 24;
+    public const int MaxHeads = 1 << 14;
+    public const int MaxContextLength = 1 << 30;
+
+    /// <summary>The fields every family reads, and the rules between them.</summary>
+    public static ConfigSchema CommonSchema { get; } = new(
+        [
+            ConfigField.Int("hidden_size", 1, MaxHiddenSize, required: true),
+            ConfigField.Int("num_hidden_layers", 1, MaxLayers, required: true),
+            ConfigField.Int("num_attention_heads", 1, MaxHeads, required: true),
+            ConfigField.Int("num_key_value_heads", 1, MaxHeads) with { AtMostField = "num_attention_heads" },
+            ConfigField.Int("head_dim", 2, MaxHiddenSize),
+            ConfigField.Int("vocab_size", 1, MaxVocabSize, required: true),
+            ConfigField.PositiveNumber("rms_norm_eps", max: 1),
+            ConfigField.PositiveNumber("rope_theta"),
+            ConfigField.Int("max_position_embeddings", 1, MaxContextLength),
+            ConfigField.Bool("tie_word_embeddings"),
+            ConfigField.Bool("attention_bias"),
+            ConfigField.Int("bos_token_id", 0, MaxVocabSize) with { BelowField = "vocab_size" },
+            ConfigField.IntOrList("eos_token_id", 0, MaxVocabSize) with { BelowField = "vocab_size" },
+            ConfigField.Int("pad_token_id", 0, MaxVocabSize) with { BelowField = "vocab_size" },
+            ConfigField.String("hidden_act", "silu"),
+            ConfigField.Int("num_experts_per_tok", 1, MaxExperts, required: true),
+            ConfigField.Unsupported("rope_scaling", "only plain RoPE is lowered; rope_scaling must be null or {\"rope_type\": \"default\"}",
+                v => v.ValueKind == JsonValueKind.Object && v.TryGetProperty("rope_type", out var t) && t.ValueKind == JsonValueKind.String && t.GetString() == "default"),
+            ConfigField.Unsupported("quantization_config", "pre-quantized checkpoints are not read; give the full-precision weights"),
+        ],
+        [
+            new("heads divisible by kv heads", c => c.GetInt("num_attention_heads") % c.GetInt("num_key_value_heads", c.GetInt("num_attention_heads")) is 0 ? null
+                : $"field 'num_key_value_heads' is {c.GetInt("num_key_value_heads")}; it must divide num_attention_heads ({c.GetInt("num_attention_heads")})"),
+            new("head_dim given or derivable", c => c.Has("head_dim") || c.GetInt("hidden_size") % c.GetInt("num_attention_heads") == 0 ? null
+                : $"field 'hidden_size' is {c.GetInt("hidden_size")}, not divisible by num_attention_heads ({c.GetInt("num_attention_heads")}), and head_dim is not given"),
+            new("head_dim even", c => HeadDim(c) % 2 == 0 ? null
+                : $"field '{(c.Has("head_dim") ? "head_dim" : "hidden_size")}' gives head_dim {HeadDim(c)}; rotary embeddings need an even head_dim"),
+        ]);
+
+    /// <summary>The fields this family reads beyond <see cref="CommonSchema"/>.</summary>
+    protected abstract IEnumerable<ConfigField> Fields { get; }
+    protected virtual IEnumerable<ConfigRule> Rules => [];
+
+    private ConfigSchema? _schema;
+    /// <summary>This family's config.json schema: the common fields plus its own.</summary>
+    public ConfigSchema Schema => _schema ??= CommonSchema.With(Fields, Rules);
+
+    /// <summary>config.json field holding the routed-expert count (num_local_experts, n_routed_experts, num_experts).</summary>
+    public abstract string ExpertCountField { get; }
+    /// <summary>config.json field that turns shared experts on, or null when the family has none.</summary>
+    public virtual string? SharedExpertField => null;
+
+    private static int HeadDim(HfConfig c) => c.GetIntOrNull("head_dim") ?? c.GetInt("hidden_size") / c.GetInt("num_attention_heads");
+
+    /// <summary>Validates <paramref name="c"/> against <see cref="Schema"/>, then resolves the decoder it describes.</summary>
     public DecoderSpec ReadSpec(HfConfig c)
     {
+        Schema.Validate(c);
         int hidden = c.GetInt("hidden_size");
         int heads = c.GetInt("num_attention_heads");
         int kvHeads = c.GetInt("num_key_value_heads", heads);
-        if (heads <= 0 || hidden <= 0) throw new CheckpointException($"{c.Path}: hidden_size and num_attention_heads must be positive");
-        if (kvHeads <= 0 || heads % kvHeads != 0)
-            throw new CheckpointException($"{c.Path}: num_attention_heads {heads} is not a multiple of num_key_value_heads {kvHeads}");
-        int headDim = c.GetIntOrNull("head_dim") ?? (hidden % heads == 0 ? hidden / heads
-            : throw new CheckpointException($"{c.Path}: hidden_size {hidden} is not divisible by num_attention_heads {heads} and head_dim is not given"));
-        if (headDim % 2 != 0) throw new CheckpointException($"{c.Path}: head_dim {headDim} must be even for rotary embeddings");
-        if (c.GetRaw("rope_scaling") is { } rs && !(rs.ValueKind == System.Text.Json.JsonValueKind.Object &&
-            rs.TryGetProperty("rope_type", out var rt) && rt.GetString() == "default"))
-            throw new CheckpointException($"{c.Path}: rope_scaling {rs.GetRawText()} is not supported (only plain RoPE)");
+        int headDim = HeadDim(c);
         int layers = c.GetInt("num_hidden_layers");
         var layerSpecs = new List<LayerSpec>(layers);
         for (int i = 0; i < layers; i++)

@@ -47,6 +47,7 @@ public sealed class DropBlocksPass : TrimmingPass
         }
         else
         {
+            CheckCountWithin("n", count!.Value, s.NumLayers, "decoder blocks");
             int n = TrimmingSelection.Resolve(count!.Value, s.NumLayers);
             CheckNotAll(s, n);
             if (n == 0) return PassResult.Unchanged;

@@ -36,6 +36,7 @@ public sealed class DropMoeLayersPass : TrimmingPass
         }
         else
         {
+            CheckCountWithin("n", count!.Value, surgery.MoeBlocks.Count(), "MoE layers");
             int n = TrimmingSelection.Resolve(count!.Value, surgery.MoeBlocks.Count());
             if (n == 0) return PassResult.Unchanged;
             var scorer = Scorer(context);

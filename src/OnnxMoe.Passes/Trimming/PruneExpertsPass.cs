@@ -49,6 +49,11 @@ public sealed class PruneExpertsPass : TrimmingPass
         var k = keep!.Value;
         if (!k.IsPercent && k.Amount < 1 || k.IsPercent && k.Amount <= 0) throw Error($"keep={k} would leave layers without experts; keep at least 1");
         if (!surgery.MoeBlocks.Any()) return PassResult.Unchanged;
+        var counts = surgery.MoeBlocks.Select(b => b.Ffn!.Moe!.ExpertIds.Count).ToList();
+        if (!k.IsPercent && IsGlobal && k.Amount > counts.Average())
+            throw Error($"keep={k} but the model's MoE layers have {counts.Average().ToString("0.##", System.Globalization.CultureInfo.InvariantCulture)} routed experts on average; mode=global keeps fewer than that");
+        if (!k.IsPercent && k.Amount > counts.Max())
+            throw Error($"keep={k} but the model's MoE layers have at most {counts.Max()} routed experts");
         bool reconstruction = Options.GetString("criterion") == Reconstruction;
         if (reconstruction && IsGlobal) throw Error("criterion=reconstruction chooses the kept experts per layer: use it with mode=layerwise");
         var scorer = Scorer(context);

@@ -36,6 +36,14 @@ public abstract class TrimmingPass : Pass
         return (list, count);
     }
 
+    /// <summary>An absolute count larger than what the model has is a mistake, not a request to take everything (or nothing).</summary>
+    /// <param name="what">what is counted, plural (e.g. "MoE layers").</param>
+    protected void CheckCountWithin(string option, PassCount count, int available, string what)
+    {
+        if (!count.IsPercent && count.Amount > available)
+            throw Error($"{option}={count} but the model has only {available} {what}");
+    }
+
     protected static string Join(IEnumerable<int> xs) => string.Join(",", xs.Select(x => x.ToString(CultureInfo.InvariantCulture)));
 
     protected static string Format(double d) => d.ToString("F6", CultureInfo.InvariantCulture);
