@@ -7,8 +7,10 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 layers=${1:-12}; hidden=${2:-2048}; inter=${3:-5632}; limit=${4:-3G}; work=${5:-/tmp/onnxmoe-bench-calibration}
-cli="dotnet src/OnnxMoe.Cli/bin/Release/net10.0/onnxmoe.dll"
-[ -f src/OnnxMoe.Cli/bin/Release/net10.0/onnxmoe.dll ] || dotnet build src/OnnxMoe.Cli -c Release >/dev/null
+# ONNXMOE_CLI: the onnxmoe.dll to run (e.g. a copy, so a rebuild meanwhile does not touch the running one).
+dll=${ONNXMOE_CLI:-src/OnnxMoe.Cli/bin/Release/net10.0/onnxmoe.dll}
+[ -f "$dll" ] || dotnet build src/OnnxMoe.Cli -c Release >/dev/null
+cli="dotnet $dll"
 ckpt=$work/ckpt-$layers-$hidden-$inter
 if [ ! -f "$ckpt/config.json" ]; then
   $cli synth mixtral -o "$ckpt" --layers "$layers" --hidden "$hidden" --intermediate "$inter" --dtype bf16

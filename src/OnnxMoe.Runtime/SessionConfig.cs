@@ -42,6 +42,19 @@ public sealed class SessionConfig
     public SortedDictionary<string, string> CudaProviderOptions { get; } = new(StringComparer.Ordinal);
 
     /// <summary>Parses a device name as the CLI's <c>--device</c> takes it: "cpu" or "cuda" (case-insensitive).</summary>
+    /// <summary>A copy with <paramref name="entries"/> added to (or replacing) the config entries.</summary>
+    public SessionConfig With(params (string Key, string Value)[] entries)
+    {
+        var copy = new SessionConfig
+        {
+            IntraOpThreads = IntraOpThreads, InterOpThreads = InterOpThreads, OptimizationLevel = OptimizationLevel, Device = Device, CudaDeviceId = CudaDeviceId,
+        };
+        foreach (var (k, v) in ConfigEntries) copy.ConfigEntries[k] = v;
+        foreach (var (k, v) in CudaProviderOptions) copy.CudaProviderOptions[k] = v;
+        foreach (var (k, v) in entries) copy.ConfigEntries[k] = v;
+        return copy;
+    }
+
     public static ExecutionDevice ParseDevice(string text) => text.Trim().ToLowerInvariant() switch
     {
         "cpu" => ExecutionDevice.Cpu,

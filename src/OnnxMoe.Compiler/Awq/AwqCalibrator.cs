@@ -186,6 +186,13 @@ public sealed class AwqCalibrator
 
     private static bool IsQueryOrKey(Node n) => n.Name.Contains("/q_proj/", StringComparison.Ordinal) || n.Name.Contains("/k_proj/", StringComparison.Ordinal);
 
+    /// <summary>
+    /// Scale search of one group: for each ratio, the module's output error with the group's quantized weights replaced by their trial
+    /// Q(W s) / s, then the winning scales folded. A module whose quantized linears split into parts that add into its output (each
+    /// routed expert's ScatterND update, a shared expert's Add) runs part by part: each part's trial weights alone are fed to a region
+    /// computing only that part's contribution, and the errors are summed into the module's output error, so no trial holds every
+    /// expert's weights at once (the sum is exact: the parts are independent and their contributions add).
+    /// </summary>
     private AwqGroupReport? SearchAndFold(Model model, DecoderStructure structure, ScaleGroup group, ActivationRecord record, CalibrationWindows windows, int searchCount,
         BlockQuantFormat format, Dictionary<Node, float[]> inputScales, CancellationToken cancellation)
     {
@@ -197,64 +204,32 @@ public sealed class AwqCalibrator
         int channels = record.Channels;
         var xMean = record.MeanAbs();
         var weights = group.Quantized.Select(n => n.Inputs[1]!).ToList();
-        var original = weights.Select(w => WeightMatrixReader.ReadTransposed(w.ConstValue!)).ToList();   // [N, K]
         var weightType = weights[0].ConstValue!.DataType;
-        var wMean = _options.DuoScaling ? WeightChannelMeans(original, weights, channels, format.BlockSize) : null;
-
-        var module = RegionExtractor.Extract(model, [group.Input], [group.ModuleOutput], weights);
-        using var session = new InMemorySession(module, _options.Session, "awq_module");
-        var fixedInputs = group.ReadsDecoderInputs ? CalibrationCore.DecoderFeeds(session.Session, structure, windows, 0, searchCount) : [];
-        var xType = session.Session.Inputs.First(i => i.Name == group.Input.Name).ElementType;
+        var wMean = _options.DuoScaling ? WeightChannelMeans(weights, channels, format.BlockSize) : null;
+        var parts = ModuleParts.Split(model, group);
+        var runners = new List<PartRunner>();
         try
         {
-            using var xValue = ToOrtValue(x.Data, x.Shape, xType);
-            float[] RunModule(IReadOnlyList<float[]> weightsKN)
-            {
-                var inputs = new List<KeyValuePair<string, OrtValue>> { new(group.Input.Name, xValue) };
-                inputs.AddRange(fixedInputs);
-                var owned = new List<OrtValue>();
-                try
-                {
-                    for (int j = 0; j < weights.Count; j++)
-                    {
-                        var shape = weights[j].ConstValue!.Shape;
-                        owned.Add(ToOrtValue(weightsKN[j], shape, weightType));
-                        inputs.Add(new(weights[j].Name, owned[^1]));
-                    }
-                    using var result = session.Session.Run(inputs, [group.ModuleOutput.Name], cancellation);
-                    return result[0].ToFloatArray();
-                }
-                finally
-                {
-                    foreach (var o in owned) o.Dispose();
-                }
-            }
-
-            var reference = RunModule(original.Select((w, j) => Transpose(w, (int)weights[j].ConstValue!.Shape[1], channels)).ToList());
-            var diff = new float[reference.Length];
-            double Loss(float[] y)
-            {
-                TensorPrimitives.Subtract(y, reference, diff);
-                return TensorPrimitives.SumOfSquares(diff) / diff.Length;
-            }
+            foreach (var part in parts)
+                runners.Add(new PartRunner(model, structure, group, part, x, windows, searchCount, weightType, _options.Session, cancellation));
+            long rows = x.Data.LongLength / channels;
+            float[]? error = parts.Count > 1 ? new float[rows * runners[0].OutputWidth] : null;
 
             double best = double.PositiveInfinity, rtn = double.NaN, bestRatio = 0;
             float[]? bestScales = null;
             for (int r = 0; r < _options.GridPoints; r++)
             {
+                cancellation.ThrowIfCancellationRequested();
                 double ratio = (double)r / _options.GridPoints;
                 var s = Scales(xMean, wMean, ratio);
-                var trial = new List<float[]>();
-                for (int j = 0; j < weights.Count; j++)
+                double loss;
+                if (error == null) loss = runners[0].Loss(Trial(runners[0], s, channels, format, weightType));
+                else
                 {
-                    int n = (int)weights[j].ConstValue!.Shape[1];
-                    var scaled = (float[])original[j].Clone();
-                    for (int row = 0; row < n; row++) TensorPrimitives.Multiply(scaled.AsSpan(row * channels, channels), s, scaled.AsSpan(row * channels, channels));
-                    BlockQuantizer.FakeQuantize(scaled, n, channels, format, scaled, weightType);
-                    for (int row = 0; row < n; row++) TensorPrimitives.Divide(scaled.AsSpan(row * channels, channels), s, scaled.AsSpan(row * channels, channels));
-                    trial.Add(Transpose(scaled, n, channels));
+                    Array.Clear(error);
+                    foreach (var runner in runners) runner.AddError(Trial(runner, s, channels, format, weightType), error);
+                    loss = TensorPrimitives.SumOfSquares<float>(error) / error.Length;
                 }
-                double loss = Loss(RunModule(trial));
                 if (r == 0) rtn = loss;
                 if (!double.IsFinite(loss)) throw new InvalidDataException($"AWQ: {group.Name}: loss {loss} at ratio {ratio} (non-finite activations?)");
                 if (loss < best)
@@ -284,8 +259,23 @@ public sealed class AwqCalibrator
         }
         finally
         {
-            foreach (var v in fixedInputs) v.Value.Dispose();
+            foreach (var runner in runners) runner.Dispose();
         }
+    }
+
+    /// <summary>The part's trial weights [K, N] for scales <paramref name="s"/>: Q(W s) / s, one weight at a time from the part's originals.</summary>
+    private static List<float[]> Trial(PartRunner runner, float[] s, int channels, BlockQuantFormat format, DataType weightType)
+    {
+        var trial = new List<float[]>();
+        foreach (var (original, n) in runner.Originals)
+        {
+            var scaled = (float[])original.Clone();
+            for (int row = 0; row < n; row++) TensorPrimitives.Multiply(scaled.AsSpan(row * channels, channels), s, scaled.AsSpan(row * channels, channels));
+            BlockQuantizer.FakeQuantize(scaled, n, channels, format, scaled, weightType);
+            for (int row = 0; row < n; row++) TensorPrimitives.Divide(scaled.AsSpan(row * channels, channels), s, scaled.AsSpan(row * channels, channels));
+            trial.Add(Transpose(scaled, n, channels));
+        }
+        return trial;
     }
 
     /// <summary>s = max(xbar^a [/ (wbar^(1-a) + 1e-4)], 1e-4), normalised by sqrt(max * min).</summary>
@@ -303,15 +293,15 @@ public sealed class AwqCalibrator
         return s;
     }
 
-    /// <summary>Duo scaling's wbar: per input channel, mean over all the group's output rows of |w| / (its block's max |w|).</summary>
-    private static float[] WeightChannelMeans(List<float[]> weightsNK, List<Value> weights, int channels, int blockSize)
+    /// <summary>Duo scaling's wbar: per input channel, mean over all the group's output rows of |w| / (its block's max |w|); one weight read at a time.</summary>
+    private static float[] WeightChannelMeans(List<Value> weights, int channels, int blockSize)
     {
         var sum = new double[channels];
         long rows = 0;
-        for (int j = 0; j < weightsNK.Count; j++)
+        foreach (var weight in weights)
         {
-            var w = weightsNK[j];
-            int n = (int)weights[j].ConstValue!.Shape[1];
+            var w = WeightMatrixReader.ReadTransposed(weight.ConstValue!);   // [N, K]
+            int n = (int)weight.ConstValue!.Shape[1];
             for (int row = 0; row < n; row++)
                 for (int start = 0; start < channels; start += blockSize)
                 {

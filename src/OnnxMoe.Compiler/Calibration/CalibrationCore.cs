@@ -44,6 +44,7 @@ public sealed class CalibrationCore : IDisposable
 {
     private readonly Dictionary<string, HiddenStates> _cache = new(StringComparer.Ordinal);
     private readonly ConditionalWeakTable<Tensor, StrongBox<long>> _tensorIds = new();
+    private readonly SessionConfig _blockSession;
     private long _nextTensorId;
 
     public CalibrationCore(CalibrationCorpus corpus, CalibrationCoreOptions? options = null)
@@ -53,6 +54,8 @@ public sealed class CalibrationCore : IDisposable
         if (Options.BatchSize < 1) throw new ArgumentException("calibration batch size must be at least 1");
         if (Options.MemoryBudget < 0) throw new UserErrorException($"--calibration-memory must be positive, got {Options.MemoryBudget}");
         Budget = Options.MemoryBudget > 0 ? Options.MemoryBudget : DefaultMemoryBudget();
+        // A block's session runs a few batches once: ORT's prepacked copies of its weights would double what it holds.
+        _blockSession = (Options.Session ?? new SessionConfig()).With(("session.disable_prepacking", "1"));
         Store = new HiddenStateStore(Budget, Options.SpillDirectory);
     }
 
@@ -127,7 +130,7 @@ public sealed class CalibrationCore : IDisposable
     {
         var output = Value(model, s.EmbeddingOutput);
         var region = RegionExtractor.Extract(model, [], [output]);
-        using var session = new InMemorySession(region, Options.Session, "calibration_embedding");
+        using var session = new InMemorySession(region, _blockSession, "calibration_embedding");
         HiddenStates? states = null;
         try
         {
@@ -165,7 +168,7 @@ public sealed class CalibrationCore : IDisposable
         if (wanted.Count == 0) return null;
         var region = RegionExtractor.Extract(model, [blockInput], wanted, replacements: replacements);
         CheckFits(region, block, input);
-        using var session = new InMemorySession(region, Options.Session, $"calibration_block_{block.Index}");
+        using var session = new InMemorySession(region, _blockSession, $"calibration_block_{block.Index}");
         BlocksRun++;
         HiddenStates? states = null;
         var names = wanted.Select(v => v.Name).ToList();
