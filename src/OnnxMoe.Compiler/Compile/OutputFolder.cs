@@ -67,7 +67,7 @@ public sealed class OutputFolder : IDisposable
             if (!overwrite && Directory.Exists(target) && Directory.EnumerateFileSystemEntries(target).Any())
                 throw new UserErrorException($"{target}: output folder already exists and is not empty (remove it or pass --overwrite)");
             var removed = new List<string>();
-            foreach (var leftover in Directory.EnumerateDirectories(parent, $".{name}.tmp-*").Order(StringComparer.Ordinal))
+            foreach (var leftover in BuildFolders(parent, name).Select(b => b.Path).Order(StringComparer.Ordinal))
             {
                 Directory.Delete(leftover, recursive: true);
                 removed.Add(leftover);
@@ -151,12 +151,22 @@ public sealed class OutputFolder : IDisposable
     /// <summary>"pid N" of the live compile building this target (from its build folder's name), else "another process".</summary>
     private static string Holder(string parent, string name)
     {
-        foreach (var dir in Directory.EnumerateDirectories(parent, $".{name}.tmp-*"))
-        {
-            string suffix = Path.GetFileName(dir)[$".{name}.tmp-".Length..];
-            if (int.TryParse(suffix, out int pid) && pid != Environment.ProcessId && LinuxFileSystem.IsAlive(pid)) return $"pid {pid}";
-        }
+        foreach (var (_, pid) in BuildFolders(parent, name))
+            if (pid != Environment.ProcessId && LinuxFileSystem.IsAlive(pid)) return $"pid {pid}";
         return "another process";
+    }
+
+    /// <summary>Build folders of compiles of this target (<c>.&lt;name&gt;.tmp-&lt;pid&gt;</c>, and <c>.old</c> of the two-rename publish),
+    /// not those of a target that merely starts with the same name.</summary>
+    private static IEnumerable<(string Path, int Pid)> BuildFolders(string parent, string name)
+    {
+        string prefix = $".{name}.tmp-";
+        foreach (var dir in Directory.EnumerateDirectories(parent, prefix + "*"))
+        {
+            string suffix = System.IO.Path.GetFileName(dir)[prefix.Length..];
+            if (suffix.EndsWith(".old", StringComparison.Ordinal)) suffix = suffix[..^4];
+            if (suffix.Length > 0 && suffix.All(char.IsAsciiDigit) && int.TryParse(suffix, out int pid)) yield return (dir, pid);
+        }
     }
 
     private static void Release(FileStream stream, string lockPath)
