@@ -103,7 +103,7 @@ public sealed class OutputFolder : IDisposable
             // The build path now holds the old artifact; if this process dies while deleting it, the next compile removes the rest.
             _published = true;
             Pause();
-            Directory.Delete(BuildDirectory, recursive: true);
+            TryDeleteFolder(BuildDirectory);
             return;
         }
         // No atomic exchange here (not Linux, or a file system without it): two renames, with a moment without a target between them.
@@ -113,7 +113,13 @@ public sealed class OutputFolder : IDisposable
         Directory.Move(BuildDirectory, Target);
         _published = true;
         Pause();
-        Directory.Delete(old, recursive: true);
+        TryDeleteFolder(old);
+    }
+
+    /// <summary>Deletes an old artifact once the new one is in place; what cannot be deleted now the next compile removes.</summary>
+    private static void TryDeleteFolder(string path)
+    {
+        try { Directory.Delete(path, recursive: true); } catch (IOException) { } catch (UnauthorizedAccessException) { }
     }
 
     /// <summary>Removes the build folder unless published, and releases the lock.</summary>

@@ -76,8 +76,9 @@ public sealed class CrashSafetyTests(ITestOutputHelper log) : IDisposable
         var random = new Random(20261201);
         int trials = 0, killed = 0, leftBehind = 0;
         var outcomes = new Dictionary<string, int>();
+        var finished = new List<double> { runMs };   // durations of runs not killed: the kill moments follow the machine's speed
         foreach (bool overwrite in new[] { false, true })
-            for (int i = 0; i < 12; i++)
+            for (int killedHere = 0, i = 0; killedHere < 6 && i < 30; i++)
             {
                 if (overwrite)
                 {
@@ -86,18 +87,31 @@ public sealed class CrashSafetyTests(ITestOutputHelper log) : IDisposable
                     CopyFolder(_tmp["ref-old"], target);
                 }
                 else if (Directory.Exists(target)) Directory.Delete(target, recursive: true);
-                int delay = (int)(random.NextDouble() * runMs * 1.3);   // a few finish first: the kill moments span the whole run
+                int delay = (int)(random.NextDouble() * finished.Average() * 1.2);   // a few finish first: the moments span the whole run
                 using var p = Start(target, overwrite, env: env);
-                bool missingSeen = false;
+                bool missingSeen = false, aroundPublish = overwrite && i % 2 == 1;
                 var watch = Stopwatch.StartNew();
-                while (watch.ElapsedMilliseconds < delay && !p.HasExited)
+                // Every other --overwrite trial aims at the publish: its moment counts from when the build folder is complete
+                // (compile_report.json written last), over the pause before the swap, the swap, and the removal of the old folder.
+                string report = Path.Combine(parent, $".out.tmp-{p.Id}", "compile_report.json");
+                bool Waiting() => aroundPublish ? !File.Exists(report) && watch.ElapsedMilliseconds < 60_000 : watch.ElapsedMilliseconds < delay;
+                while (!p.HasExited && (Waiting() || (aroundPublish && Restart())))
                     if (!overwrite) Thread.Sleep(1);
                     else if (!Directory.Exists(target)) missingSeen = true;   // polled as fast as it goes: "at every instant"
+                bool Restart()
+                {
+                    aroundPublish = false;
+                    delay = random.Next(0, 400);
+                    watch.Restart();
+                    return true;
+                }
                 if (!p.HasExited)
                 {
                     p.Kill();
                     killed++;
+                    killedHere++;
                 }
+                else if (!(overwrite && i % 2 == 1)) finished.Add(watch.Elapsed.TotalMilliseconds);
                 p.WaitForExit();
                 trials++;
                 Assert.False(missingSeen, $"trial {trials} (--overwrite, kill at {delay} ms): the target was missing for a moment");
@@ -121,7 +135,7 @@ public sealed class CrashSafetyTests(ITestOutputHelper log) : IDisposable
             }
         log.WriteLine($"{trials} trials ({killed} killed, compile alone {runMs:F0} ms), {leftBehind} left hidden folders behind; outcomes: " +
             string.Join(", ", outcomes.OrderBy(kv => kv.Key).Select(kv => $"{kv.Key}={kv.Value}")));
-        Assert.True(killed >= 10, $"only {killed} of {trials} compiles were killed before they finished");
+        Assert.True(killed >= 12, $"only {killed} of {trials} compiles were killed before they finished");
 
         // The next compile removes every leftover of the killed ones, and leaves only its folder.
         var (exit, stderr) = Finish(Start(target, overwrite: true));
