@@ -13,6 +13,7 @@ internal static class CommandCatalog
         EvalCommand.Create(),
         AnalyzeCommand.Create(),
         DiffCommand.Create(),
+        VerifyCommand.Create(),
         BenchCommand.Create(),
         InspectCommand.Create(),
         RecipesCommand.Create(),

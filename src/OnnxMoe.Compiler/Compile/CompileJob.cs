@@ -62,24 +62,17 @@ public sealed class CompileJob
     public CompileReport Run()
     {
         var total = Stopwatch.StartNew();
-        if (Directory.Exists(OutputDirectory) && !Request.Overwrite && Directory.EnumerateFileSystemEntries(OutputDirectory).Any())
-            throw new UserErrorException($"{OutputDirectory}: output folder already exists and is not empty (remove it or pass --overwrite)");
-        if (File.Exists(OutputDirectory)) throw new UserErrorException($"{OutputDirectory}: output path is a file");
-        string parent = Path.GetDirectoryName(OutputDirectory)!;
-        Directory.CreateDirectory(parent);
-        string temp = Path.Combine(parent, $".{Path.GetFileName(OutputDirectory)}.tmp-{Environment.ProcessId}");
-        if (Directory.Exists(temp)) Directory.Delete(temp, recursive: true);
-        Directory.CreateDirectory(temp);
+        using var output = OutputFolder.Begin(OutputDirectory, Request.Overwrite);
+        foreach (var leftover in output.RemovedLeftovers) Request.Progress?.Detail($"removed {leftover}, left by an interrupted compile");
         try
         {
-            var report = Build(temp, Pipeline, Calibration, total);
-            Publish(temp);
+            var report = Build(output.BuildDirectory, Pipeline, Calibration, total);
+            output.Publish();
             return report;
         }
-        catch
+        catch (IOException e) when (LinuxFileSystem.IsDiskFull(e))
         {
-            try { if (Directory.Exists(temp)) Directory.Delete(temp, recursive: true); } catch (IOException) { }
-            throw;
+            throw new UserErrorException($"{OutputDirectory}: no space left on the device while writing the model folder; nothing was written");
         }
     }
 
@@ -133,7 +126,7 @@ public sealed class CompileJob
             Timings = new Timings(openS, lowerS, passesS, writeS, total.Elapsed.TotalSeconds),
             Calibration = _calibration,
         };
-        File.WriteAllText(Path.Combine(temp, ReportFileName), report.ToJson() + "\n");
+        File.WriteAllText(Path.Combine(temp, ReportFileName), report.ToArtifactJson() + "\n");
         return report;
     }
 
@@ -186,22 +179,10 @@ public sealed class CompileJob
             throw new InvalidOperationException($"after pass {passName}, ONNX Runtime rejects the model: {e.Message}", e);
         }
     }
-
-    /// <summary>Renames the finished temp folder into place (replacing an old output only now, when overwriting).</summary>
-    private void Publish(string temp)
-    {
-        if (Directory.Exists(OutputDirectory))
-        {
-            string old = temp + ".old";
-            Directory.Move(OutputDirectory, old);
-            Directory.Move(temp, OutputDirectory);
-            Directory.Delete(old, recursive: true);
-        }
-        else Directory.Move(temp, OutputDirectory);
-    }
 }
 
-/// <summary>compile_report.json. Everything but <see cref="Timings"/> is deterministic.</summary>
+/// <summary>compile_report.json: the file holds everything but the wall-clock figures (<see cref="Timings"/>, each pass's seconds),
+/// so the same compile gives the same bytes; <see cref="ToJson"/> (the CLI's --json) includes them.</summary>
 public sealed record CompileReport
 {
     public required string Source { get; init; }
@@ -218,12 +199,23 @@ public sealed record CompileReport
     public required ParameterCounts Parameters { get; init; }
     public required ByteCounts Bytes { get; init; }
     public required List<string> TokenizerFiles { get; init; }
-    public required Timings Timings { get; init; }
-    /// <summary>What calibration held, when a pass calibrated.</summary>
+    /// <summary>Wall-clock seconds of this run; not in the folder's file, so all zero in a report read back from it.</summary>
+    public Timings Timings { get; init; } = new(0, 0, 0, 0, 0);
+    /// <summary>What calibration held, when a pass calibrated (its budget depends on the machine, so not in the folder's file).</summary>
     public CalibrationReport? Calibration { get; init; }
 
     private static readonly JsonSerializerOptions Json = new() { WriteIndented = true, PropertyNamingPolicy = JsonNamingPolicy.SnakeCaseLower };
     public string ToJson() => JsonSerializer.Serialize(this, Json);
+
+    /// <summary>The report as written into the model folder: <see cref="ToJson"/> without timings, per-pass seconds and calibration memory.</summary>
+    public string ToArtifactJson()
+    {
+        var node = JsonSerializer.SerializeToNode(this, Json)!.AsObject();
+        node.Remove("timings");
+        node.Remove("calibration");
+        foreach (var pass in node["passes"]!.AsArray()) pass!.AsObject().Remove("seconds");
+        return node.ToJsonString(Json);
+    }
     public static CompileReport FromJson(string json) => JsonSerializer.Deserialize<CompileReport>(json, Json)!;
 }
 

@@ -22,7 +22,7 @@ public sealed class CliTests
     {
         var r = CliRunner.Run("--help");
         Assert.Equal(0, r.ExitCode);
-        foreach (var c in new[] { "compile", "generate", "eval", "diff", "inspect", "recipes", "passes", "convert", "run", "version" })
+        foreach (var c in new[] { "compile", "generate", "eval", "diff", "verify", "inspect", "recipes", "passes", "convert", "run", "version" })
             Assert.Contains(c, r.Stdout);
     }
 
