@@ -624,7 +624,7 @@ public sealed class JinjaTemplate
                 return new Literal(DocValues.ParseString(t, ref k));
             }
             if (char.IsDigit(t[0]))
-                return new Literal(t.Contains('.') ? double.Parse(t, CultureInfo.InvariantCulture) : long.Parse(t, CultureInfo.InvariantCulture));
+                return new Literal(t.Contains('.') ? (object)double.Parse(t, CultureInfo.InvariantCulture) : long.Parse(t, CultureInfo.InvariantCulture));
             if (t == "(")
             {
                 var e = ParseConditional();

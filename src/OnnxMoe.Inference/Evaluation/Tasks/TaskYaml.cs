@@ -62,7 +62,7 @@ public static class TaskYaml
                 return seq.Children.Select(Convert).ToList();
             case YamlScalarNode scalar:
                 {
-                    if (scalar.Tag.Value == "!function") return new YamlFunction(scalar.Value ?? "");
+                    if (!scalar.Tag.IsEmpty && !scalar.Tag.IsNonSpecific && scalar.Tag.Value == "!function") return new YamlFunction(scalar.Value ?? "");
                     var text = scalar.Value ?? "";
                     if (scalar.Style != ScalarStyle.Plain) return text;
                     switch (text)
