@@ -17,6 +17,16 @@ TEST_DOCS = 520      # every task has at least 500 test documents
 FEWSHOT_DOCS = 40    # a separate validation split the few-shot examples come from
 
 WORD = re.compile(r"^[A-Za-z]+$")
+# kjv-heldout.txt holds these books in this order, one verse a line.
+BOOKS = [("Ruth", 85), ("Esther", 167), ("Jonah", 48), ("Mark", 678), ("James", 108)]
+
+
+def book_of(index):
+    for name, count in BOOKS:
+        if index < count:
+            return name
+        index -= count
+    raise ValueError("verse index past the held-out books")
 
 
 def verses():
@@ -86,36 +96,38 @@ def last_word_cloze(vs, rng):
 
 
 def next_verse(vs, rng):
-    """HellaSwag-like: a verse, then the opening of the verse that follows it (12 words) among 4 openings."""
+    """HellaSwag-like: two verses, then the opening (12 words) of the verse that follows, among 4 openings; the three
+    distractors are openings of verses from the other held-out books (so names and topic can tell them apart)."""
     openings = [" ".join(v.split()[:12]) for v in vs]
-    order = list(range(len(vs) - 1))
+    books = [book_of(i) for i in range(len(vs))]
+    order = [i for i in range(1, len(vs) - 1) if books[i - 1] == books[i] == books[i + 1]]
     rng.shuffle(order)
     docs = []
     for i in order:
-        others = [j for j in range(len(vs)) if abs(j - (i + 1)) > 3 and openings[j] != openings[i + 1]]
+        others = [j for j in range(len(vs)) if books[j] != books[i] and openings[j] != openings[i + 1]]
         picks = rng.sample(others, 3)
         endings = [openings[j] for j in picks] + [openings[i + 1]]
         rng.shuffle(endings)
-        docs.append({"ctx": vs[i], "endings": endings, "label": str(endings.index(openings[i + 1]))})
+        docs.append({"ctx": vs[i - 1] + " " + vs[i], "endings": endings, "label": str(endings.index(openings[i + 1])), "book": books[i]})
     return docs
 
 
 def word_order(vs, rng):
-    """BLiMP-like, empty context: the verse's first 16 words as written, or with two adjacent words swapped."""
+    """BLiMP-like, empty context: the verse's first 16 words as written, or with two content words (lowercase, 4+
+    letters, 2 to 4 apart) swapped, so the function-word skeleton stays grammatical-looking (adjacent swaps of any
+    words were too easy: the tiny models scored 0.99)."""
     docs = []
     shuffled = list(vs)
     rng.shuffle(shuffled)
     for v in shuffled:
         words = v.split()[:16]
-        if len(words) < 6:
+        content = [k for k, w in enumerate(words) if WORD.match(w) and w.islower() and len(w) >= 4]
+        pairs = [(a, b) for a in content for b in content if 2 <= b - a <= 4 and words[a] != words[b]]
+        if not pairs:
             continue
-        for _ in range(10):
-            k = rng.randrange(len(words) - 1)
-            if words[k].lower() != words[k + 1].lower():
-                break
-        else:
-            continue
-        swapped = words[:k] + [words[k + 1], words[k]] + words[k + 2:]
+        k, m = rng.choice(pairs)
+        swapped = list(words)
+        swapped[k], swapped[m] = words[m], words[k]
         sentences = [" ".join(words), " ".join(swapped)]
         gold = rng.randrange(2)
         if gold == 1:
@@ -168,13 +180,13 @@ def main():
             "doc_to_target: answer\n" + metrics(), split(last_word_cloze(vs, rng)))
 
     rng = random.Random(202)
-    write("kjv_next_verse", header("kjv_next_verse", "0.25 (4 choices)", "the opening of the verse that follows, among 4 (HellaSwag-like)")
+    write("kjv_next_verse", header("kjv_next_verse", "0.25 (4 choices)", "the opening of the verse that follows two verses, among 4 from other books (HellaSwag-like)")
           + "doc_to_text: \"{{ctx.strip()}}\"\n"
             "doc_to_choice: \"{{endings}}\"\n"
             "doc_to_target: \"{{label}}\"\n" + metrics(), split(next_verse(vs, rng)))
 
     rng = random.Random(303)
-    write("kjv_word_order", header("kjv_word_order", "0.5 (2 choices)", "a verse opening as written vs with two adjacent words swapped; empty context (BLiMP-like)")
+    write("kjv_word_order", header("kjv_word_order", "0.5 (2 choices)", "a verse opening as written vs with two nearby content words swapped; empty context (BLiMP-like)")
           + "doc_to_text: \"\"\n"
             "target_delimiter: \"\"\n"
             "doc_to_choice: options\n"
