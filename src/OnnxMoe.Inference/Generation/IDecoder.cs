@@ -28,4 +28,10 @@ public interface IDecoderState : IDisposable
     /// next call or disposal.
     /// </summary>
     ReadOnlySpan<float> Forward(ReadOnlySpan<long> inputIds, int sequenceLength, ReadOnlySpan<long> attentionMask, ReadOnlySpan<long> positionIds);
+
+    /// <summary>
+    /// A new state whose row i is a copy of this state's row <paramref name="rows"/>[i] (same PastLength); this state is
+    /// unchanged. Lets a shared prefix run once and several continuations go on from it. The caller owns the result.
+    /// </summary>
+    IDecoderState SelectRows(ReadOnlySpan<int> rows);
 }

@@ -91,7 +91,7 @@ public sealed partial class OrtDecoder : IDecoder
         private RunResult? _last;
         private float[] _converted = [];
 
-        public State(OrtDecoder owner, int batch)
+        public State(OrtDecoder owner, int batch, bool allocatePast = true)
         {
             _owner = owner;
             BatchSize = batch;
@@ -107,8 +107,29 @@ public sealed partial class OrtDecoder : IDecoder
                 _outputNames[1 + 2 * i] = $"present.{i}.key";
                 _outputNames[2 + 2 * i] = $"present.{i}.value";
             }
+            if (!allocatePast) return;
             long[] empty = [batch, s.KeyValueHeads, 0, s.HeadDim];
             for (int j = 0; j < _past.Length; j++) _past[j] = OrtValue.Allocate(s.CacheType, empty);
+        }
+
+        public IDecoderState SelectRows(ReadOnlySpan<int> rows)
+        {
+            if (rows.Length == 0) throw new ArgumentException("select at least one row");
+            foreach (var r in rows)
+                if ((uint)r >= (uint)BatchSize) throw new ArgumentOutOfRangeException(nameof(rows), $"row {r} is outside the batch of {BatchSize}");
+            var s = _owner.Signature;
+            var copy = new State(_owner, rows.Length, allocatePast: false) { PastLength = PastLength };
+            long[] shape = [rows.Length, s.KeyValueHeads, PastLength, s.HeadDim];
+            for (int j = 0; j < _past.Length; j++)
+            {
+                var source = _past[j].GetBytes();
+                int rowBytes = source.Length / BatchSize;
+                var target = OrtValue.Allocate(s.CacheType, shape);
+                var bytes = target.GetBytes();
+                for (int i = 0; i < rows.Length; i++) source.Slice(rows[i] * rowBytes, rowBytes).CopyTo(bytes.Slice(i * rowBytes, rowBytes));
+                copy._past[j] = target;
+            }
+            return copy;
         }
 
         public int BatchSize { get; }
@@ -163,7 +184,7 @@ public sealed partial class OrtDecoder : IDecoder
         {
             _last?.Dispose();
             _last = null;
-            foreach (var v in _past) v.Dispose();
+            foreach (var v in _past) v?.Dispose();
         }
     }
 }

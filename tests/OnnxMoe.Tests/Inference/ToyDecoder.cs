@@ -63,6 +63,13 @@ internal sealed class ToyDecoder(int vocabSize, Func<IReadOnlyList<(long Token, 
             return _logits;
         }
 
+        public IDecoderState SelectRows(ReadOnlySpan<int> rows)
+        {
+            var copy = new State(owner, rows.Length) { PastLength = PastLength };
+            for (int i = 0; i < rows.Length; i++) copy._history[i].AddRange(_history[rows[i]]);
+            return copy;
+        }
+
         public void Dispose() { }
     }
 }
