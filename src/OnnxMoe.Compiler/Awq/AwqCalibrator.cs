@@ -153,6 +153,7 @@ public sealed class AwqCalibrator
                 }
                 states.Dispose();
                 states = output;
+                CalibrationCore.ReleaseMemory();
             }
         }
         finally
@@ -207,75 +208,104 @@ public sealed class AwqCalibrator
         var weightType = weights[0].ConstValue!.DataType;
         var wMean = _options.DuoScaling ? WeightChannelMeans(weights, channels, format.BlockSize) : null;
         var parts = ModuleParts.Split(model, group);
-        var runners = new List<PartRunner>();
-        try
+        var scales = Enumerable.Range(0, _options.GridPoints).Select(r => Scales(xMean, wMean, (double)r / _options.GridPoints)).ToList();
+        var losses = new double[_options.GridPoints];
+        var buffers = new TrialBuffers();
+        if (parts.Count == 1)
         {
-            foreach (var part in parts)
-                runners.Add(new PartRunner(model, structure, group, part, x, windows, searchCount, weightType, _options.Session, cancellation));
-            long rows = x.Data.LongLength / channels;
-            float[]? error = parts.Count > 1 ? new float[rows * runners[0].OutputWidth] : null;
-
-            double best = double.PositiveInfinity, rtn = double.NaN, bestRatio = 0;
-            float[]? bestScales = null;
-            for (int r = 0; r < _options.GridPoints; r++)
+            using var runner = new PartRunner(model, structure, group, parts[0], x, windows, searchCount, weightType, _options.Session, buffers, cancellation);
+            for (int r = 0; r < losses.Length; r++)
             {
                 cancellation.ThrowIfCancellationRequested();
-                double ratio = (double)r / _options.GridPoints;
-                var s = Scales(xMean, wMean, ratio);
-                double loss;
-                if (error == null) loss = runners[0].Loss(Trial(runners[0], s, channels, format, weightType));
-                else
-                {
-                    Array.Clear(error);
-                    foreach (var runner in runners) runner.AddError(Trial(runner, s, channels, format, weightType), error);
-                    loss = TensorPrimitives.SumOfSquares<float>(error) / error.Length;
-                }
-                if (r == 0) rtn = loss;
-                if (!double.IsFinite(loss)) throw new InvalidDataException($"AWQ: {group.Name}: loss {loss} at ratio {ratio} (non-finite activations?)");
-                if (loss < best)
-                {
-                    best = loss;
-                    bestRatio = ratio;
-                    bestScales = s;
-                }
+                losses[r] = runner.Loss(Trial(runner, scales[r], channels, format, weightType, buffers));
             }
-
-            if (bestRatio > 0)
-            {
-                var inverse = bestScales!.Select(v => 1f / v).ToArray();
-                if (group.Anchor == ScaleAnchorKind.NormWeight) WeightFolding.ScaleVector(group.AnchorWeight, inverse);
-                else
-                {
-                    WeightFolding.ScaleColumns(group.AnchorWeight, inverse);
-                    if (group.AnchorBias != null) WeightFolding.ScaleVector(group.AnchorBias, inverse);
-                }
-                foreach (var linear in group.Linears)
-                {
-                    WeightFolding.ScaleRows(linear.Inputs[1]!, bestScales!);
-                    inputScales[linear] = bestScales!;
-                }
-            }
-            return new AwqGroupReport(group.Name, bestRatio, rtn, best, group.Linears.Count, group.Quantized.Count);
         }
-        finally
+        else
         {
-            foreach (var runner in runners) runner.Dispose();
+            // Part by part (one part's weights and session resident at a time), each ratio's output error summed over the parts.
+            long rows = x.Data.LongLength / channels;
+            float[][]? errors = null;
+            foreach (var part in parts)
+            {
+                using (var runner = new PartRunner(model, structure, group, part, x, windows, searchCount, weightType, _options.Session, buffers, cancellation))
+                {
+                    errors ??= Enumerable.Range(0, losses.Length).Select(_ => new float[checked(rows * runner.OutputWidth)]).ToArray();
+                    for (int r = 0; r < losses.Length; r++)
+                    {
+                        cancellation.ThrowIfCancellationRequested();
+                        runner.AddError(Trial(runner, scales[r], channels, format, weightType, buffers), errors[r]);
+                    }
+                }
+                CalibrationCore.ReleaseMemory();
+            }
+            for (int r = 0; r < losses.Length; r++) losses[r] = TensorPrimitives.SumOfSquares<float>(errors![r]) / errors[r].Length;
         }
+
+        double best = double.PositiveInfinity, rtn = losses[0], bestRatio = 0;
+        float[]? bestScales = null;
+        for (int r = 0; r < losses.Length; r++)
+        {
+            double ratio = (double)r / _options.GridPoints, loss = losses[r];
+            if (!double.IsFinite(loss)) throw new InvalidDataException($"AWQ: {group.Name}: loss {loss} at ratio {ratio} (non-finite activations?)");
+            if (loss < best)
+            {
+                best = loss;
+                bestRatio = ratio;
+                bestScales = scales[r];
+            }
+        }
+
+        if (bestRatio > 0)
+        {
+            var inverse = bestScales!.Select(v => 1f / v).ToArray();
+            if (group.Anchor == ScaleAnchorKind.NormWeight) WeightFolding.ScaleVector(group.AnchorWeight, inverse);
+            else
+            {
+                WeightFolding.ScaleColumns(group.AnchorWeight, inverse);
+                if (group.AnchorBias != null) WeightFolding.ScaleVector(group.AnchorBias, inverse);
+            }
+            foreach (var linear in group.Linears)
+            {
+                WeightFolding.ScaleRows(linear.Inputs[1]!, bestScales!);
+                inputScales[linear] = bestScales!;
+            }
+        }
+        return new AwqGroupReport(group.Name, bestRatio, rtn, best, group.Linears.Count, group.Quantized.Count);
     }
 
-    /// <summary>The part's trial weights [K, N] for scales <paramref name="s"/>: Q(W s) / s, one weight at a time from the part's originals.</summary>
-    private static List<float[]> Trial(PartRunner runner, float[] s, int channels, BlockQuantFormat format, DataType weightType)
+    /// <summary>The part's trial weights [K, N] for scales <paramref name="s"/>, Q(W s) / s, into <paramref name="buffers"/> (reused across parts and ratios,
+    /// so a search allocates nothing per trial).</summary>
+    private static List<float[]> Trial(PartRunner runner, float[] s, int channels, BlockQuantFormat format, DataType weightType, TrialBuffers buffers)
     {
         var trial = new List<float[]>();
-        foreach (var (original, n) in runner.Originals)
+        for (int j = 0; j < runner.Originals.Count; j++)
         {
-            var scaled = (float[])original.Clone();
+            var (original, n) = runner.Originals[j];
+            var scaled = buffers.Scratch(original.Length);
+            original.CopyTo(scaled, 0);
             for (int row = 0; row < n; row++) TensorPrimitives.Multiply(scaled.AsSpan(row * channels, channels), s, scaled.AsSpan(row * channels, channels));
             BlockQuantizer.FakeQuantize(scaled, n, channels, format, scaled, weightType);
             for (int row = 0; row < n; row++) TensorPrimitives.Divide(scaled.AsSpan(row * channels, channels), s, scaled.AsSpan(row * channels, channels));
-            trial.Add(Transpose(scaled, n, channels));
+            var kn = buffers.Output(j, original.Length);
+            Ir.Tensors.TensorKernels.Transpose<float>(scaled, n, channels, kn);
+            trial.Add(kn);
         }
         return trial;
+    }
+
+    /// <summary>Scratch arrays of a scale search: one [N, K] work array and one [K, N] output per weight of a part.</summary>
+    internal sealed class TrialBuffers
+    {
+        private float[] _scratch = [];
+        private readonly List<float[]> _outputs = new();
+
+        public float[] Scratch(int length) => _scratch.Length == length ? _scratch : _scratch = new float[length];
+
+        public float[] Output(int index, int length)
+        {
+            while (_outputs.Count <= index) _outputs.Add([]);
+            return _outputs[index].Length == length ? _outputs[index] : _outputs[index] = new float[length];
+        }
     }
 
     /// <summary>s = max(xbar^a [/ (wbar^(1-a) + 1e-4)], 1e-4), normalised by sqrt(max * min).</summary>

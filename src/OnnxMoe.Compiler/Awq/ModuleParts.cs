@@ -89,7 +89,7 @@ internal sealed class PartRunner : IDisposable
     private readonly long[]? _indices;
 
     public PartRunner(Model model, DecoderStructure structure, ScaleGroup group, ModulePart part, (float[] Data, long[] Shape) x,
-        CalibrationWindows windows, int searchCount, DataType weightType, SessionConfig? config, CancellationToken cancellation)
+        CalibrationWindows windows, int searchCount, DataType weightType, SessionConfig? config, AwqCalibrator.TrialBuffers buffers, CancellationToken cancellation)
     {
         _part = part;
         _weightType = weightType;
@@ -102,7 +102,14 @@ internal sealed class PartRunner : IDisposable
         var xType = _session.Session.Inputs.First(i => i.Name == _inputName).ElementType;
         _x = AwqCalibrator.ToOrtValue(x.Data, x.Shape, xType);
         int k = (int)part.Weights[0].ConstValue!.Shape[0];
-        (_reference, _indices, OutputWidth) = Run(Originals.Select(o => AwqCalibrator.Transpose(o.Data, o.N, k)).ToList());
+        var originalKN = new List<float[]>();
+        for (int j = 0; j < Originals.Count; j++)
+        {
+            var kn = buffers.Output(j, Originals[j].Data.Length);
+            Ir.Tensors.TensorKernels.Transpose<float>(Originals[j].Data, Originals[j].N, k, kn);
+            originalKN.Add(kn);
+        }
+        (_reference, _indices, OutputWidth) = Run(originalKN);
     }
 
     /// <summary>The part's weights as read before the search, [N, K] each, with N.</summary>

@@ -168,6 +168,9 @@ public sealed class CalibrationCore : IDisposable
         if (wanted.Count == 0) return null;
         var region = RegionExtractor.Extract(model, [blockInput], wanted, replacements: replacements);
         CheckFits(region, block, input);
+        ReleaseMemory();
+        Options.Log?.Invoke($"calibration: block {block.Index}: {Mib(region.Graph.Initializers.Sum(v => v.ConstValue?.ByteLength ?? 0))} MiB of weights; " +
+                            $"process {Mib(Environment.WorkingSet)} MiB, managed heap {Mib(GC.GetTotalMemory(false))} MiB, hidden states {Mib(Store.InMemoryBytes)} MiB in memory");
         using var session = new InMemorySession(region, _blockSession, $"calibration_block_{block.Index}");
         BlocksRun++;
         HiddenStates? states = null;
@@ -263,6 +266,22 @@ public sealed class CalibrationCore : IDisposable
             Options.Progress?.Invoke(new CalibrationProgress(stage, first + count, windows.Count));
         }
     }
+
+    /// <summary>Returns the large arrays a block left behind to the system (the managed heap would otherwise keep them, and under a
+    /// memory limit the next block's weights would not fit beside them).</summary>
+    public static void ReleaseMemory()
+    {
+        System.Runtime.GCSettings.LargeObjectHeapCompactionMode = System.Runtime.GCLargeObjectHeapCompactionMode.CompactOnce;
+        GC.Collect(GC.MaxGeneration, GCCollectionMode.Aggressive, blocking: true, compacting: true);
+        // glibc keeps freed native memory (ORT's arenas of the sessions just closed) in its heaps; hand it back.
+        if (OperatingSystem.IsLinux())
+            try { MallocTrim(0); }
+            catch (EntryPointNotFoundException) { }
+            catch (DllNotFoundException) { }
+    }
+
+    [System.Runtime.InteropServices.DllImport("libc", EntryPoint = "malloc_trim")]
+    private static extern int MallocTrim(nuint pad);
 
     /// <summary>Checks that one block's weights and a batch of activations fit the budget (an error when the user set it, a note otherwise).</summary>
     private void CheckFits(Model region, BlockStructure block, HiddenStates input)
