@@ -92,10 +92,10 @@ public sealed class AwqCalibrator
         // Scale per linear input (for the clip search: X / s meets the folded W * s).
         var inputScales = new Dictionary<Node, float[]>(ReferenceEqualityComparer.Instance);
         int clipped = 0, groupsDone = 0, targetsDone = 0;
+        core.ClearCache();   // trimming's states: the model is about to change block by block
         var states = core.Embed(model, structure, windows, cancellation);
         try
         {
-            using var clipError = _options.ClipSearch ? new ClipErrorGraph(format.BlockSize, _options.Session) : null;
             for (int p = 0; p < structure.Blocks.Count; p++)
             {
                 cancellation.ThrowIfCancellationRequested();
@@ -124,6 +124,8 @@ public sealed class AwqCalibrator
                         if (report != null) reports.Add(report);
                         _progress?.Invoke(new AwqProgress("scales", ++groupsDone, groups.Count, group.Name));
                     }
+                    // The clip graph's session lives for one block: its arena grows to the largest weight's error tensors.
+                    using var clipError = _options.ClipSearch && blockTargets[p].Count > 0 ? new ClipErrorGraph(format.BlockSize, _options.Session) : null;
                     foreach (var t in blockTargets[p])
                     {
                         cancellation.ThrowIfCancellationRequested();
@@ -153,7 +155,7 @@ public sealed class AwqCalibrator
                 }
                 states.Dispose();
                 states = output;
-                CalibrationCore.ReleaseMemory();
+                if (core.PeakBlockBytes > CalibrationCore.LargeBlockBytes) CalibrationCore.ReleaseMemory();
             }
         }
         finally
@@ -236,7 +238,7 @@ public sealed class AwqCalibrator
                         runner.AddError(Trial(runner, scales[r], channels, format, weightType, buffers), errors[r]);
                     }
                 }
-                CalibrationCore.ReleaseMemory();
+                if (part.Weights.Sum(w => w.ConstValue!.ByteLength) > CalibrationCore.LargeBlockBytes / 8) CalibrationCore.ReleaseMemory();
             }
             for (int r = 0; r < losses.Length; r++) losses[r] = TensorPrimitives.SumOfSquares<float>(errors![r]) / errors[r].Length;
         }

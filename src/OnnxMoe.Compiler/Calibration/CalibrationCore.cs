@@ -44,7 +44,10 @@ public sealed class CalibrationCore : IDisposable
 {
     private readonly Dictionary<string, HiddenStates> _cache = new(StringComparer.Ordinal);
     private readonly ConditionalWeakTable<Tensor, StrongBox<long>> _tensorIds = new();
-    private readonly SessionConfig _blockSession;
+    private readonly SessionConfig _session, _unpackedSession;
+
+    /// <summary>Blocks with more weight bytes than this run without ORT's prepacked weight copies, and memory is handed back after them.</summary>
+    public const long LargeBlockBytes = 256L << 20;
     private long _nextTensorId;
 
     public CalibrationCore(CalibrationCorpus corpus, CalibrationCoreOptions? options = null)
@@ -54,8 +57,10 @@ public sealed class CalibrationCore : IDisposable
         if (Options.BatchSize < 1) throw new ArgumentException("calibration batch size must be at least 1");
         if (Options.MemoryBudget < 0) throw new UserErrorException($"--calibration-memory must be positive, got {Options.MemoryBudget}");
         Budget = Options.MemoryBudget > 0 ? Options.MemoryBudget : DefaultMemoryBudget();
-        // A block's session runs a few batches once: ORT's prepacked copies of its weights would double what it holds.
-        _blockSession = (Options.Session ?? new SessionConfig()).With(("session.disable_prepacking", "1"));
+        _session = Options.Session ?? new SessionConfig();
+        // A block's session runs a few batches once: ORT's prepacked copies of its weights would double what it holds. Small blocks keep
+        // them (faster); the choice depends on the block alone, so the same model gives the same bytes on every machine.
+        _unpackedSession = _session.With(("session.disable_prepacking", "1"));
         Store = new HiddenStateStore(Budget, Options.SpillDirectory);
     }
 
@@ -115,6 +120,13 @@ public sealed class CalibrationCore : IDisposable
         return keys;
     }
 
+    /// <summary>Frees every cached state (a consumer that runs its own chain, as AWQ does, first makes room).</summary>
+    public void ClearCache()
+    {
+        foreach (var states in _cache.Values) states.Dispose();
+        _cache.Clear();
+    }
+
     /// <summary>Whether states for <paramref name="key"/> are cached.</summary>
     public bool IsCached(string key) => _cache.ContainsKey(key);
 
@@ -130,7 +142,7 @@ public sealed class CalibrationCore : IDisposable
     {
         var output = Value(model, s.EmbeddingOutput);
         var region = RegionExtractor.Extract(model, [], [output]);
-        using var session = new InMemorySession(region, _blockSession, "calibration_embedding");
+        using var session = new InMemorySession(region, _session, "calibration_embedding");
         HiddenStates? states = null;
         try
         {
@@ -168,10 +180,12 @@ public sealed class CalibrationCore : IDisposable
         if (wanted.Count == 0) return null;
         var region = RegionExtractor.Extract(model, [blockInput], wanted, replacements: replacements);
         CheckFits(region, block, input);
-        ReleaseMemory();
-        Options.Log?.Invoke($"calibration: block {block.Index}: {Mib(region.Graph.Initializers.Sum(v => v.ConstValue?.ByteLength ?? 0))} MiB of weights; " +
+        long weightBytes = region.Graph.Initializers.Sum(v => v.ConstValue?.ByteLength ?? 0);
+        bool large = weightBytes > LargeBlockBytes;
+        if (large) ReleaseMemory();
+        Options.Log?.Invoke($"calibration: block {block.Index}: {Mib(weightBytes)} MiB of weights; " +
                             $"process {Mib(Environment.WorkingSet)} MiB, managed heap {Mib(GC.GetTotalMemory(false))} MiB, hidden states {Mib(Store.InMemoryBytes)} MiB in memory");
-        using var session = new InMemorySession(region, _blockSession, $"calibration_block_{block.Index}");
+        using var session = new InMemorySession(region, large ? _unpackedSession : _session, $"calibration_block_{block.Index}");
         BlocksRun++;
         HiddenStates? states = null;
         var names = wanted.Select(v => v.Name).ToList();
