@@ -132,6 +132,58 @@ public sealed class ReaderFuzzTests(FuzzSeeds seeds, ITestOutputHelper output) :
         }, output);
     }
 
+    private static readonly string[] TaskTokens =
+    [
+        "-1", "0", "1", "99", "null", "~", "[]", "{}", "''", "1e999", "NaN", "multiple_choice", "generate_until", "loglikelihood", "json",
+        "test", "validation", "train", "{{context}}", "{{choices}}", "{{ choices[answer] }}", "{{ missing }}", "{{", "}}", "{%", "%}",
+        "{{ choices.index(answer) }}", "answer", "context", "choices", "!function utils.process", "num_fewshot", "target_delimiter",
+    ];
+
+    /// <summary>Task YAML and its JSONL data (the built-in tasks as seeds): resolved, loaded and every document's requests built.</summary>
+    [Fact]
+    public void TaskYamlAndJsonl()
+    {
+        var root = Path.Combine(AwqTestModelsRepo(), "models", "data", "tasks");
+        var tasks = Directory.GetDirectories(root).Order(StringComparer.Ordinal).ToList();
+        FuzzRunner.Run("task YAML and JSONL", Cases, 9_000_000, UserError, (i, m, dir) =>
+        {
+            var source = tasks[i % tasks.Count];
+            var name = Path.GetFileName(source);
+            var target = Path.Combine(dir, name);
+            Directory.CreateDirectory(target);
+            foreach (var f in Directory.GetFiles(source)) File.Copy(f, Path.Combine(target, Path.GetFileName(f)));
+            string yaml = Path.Combine(target, name + ".yaml");
+            switch (m.Next(3))
+            {
+                case 0:
+                    File.WriteAllText(yaml, m.MutateText(File.ReadAllText(yaml), TaskTokens));
+                    break;
+                case 1:
+                {
+                    var data = Path.Combine(target, "test.jsonl");
+                    var lines = File.ReadLines(data).Take(40).ToList();
+                    int k = m.Next(lines.Count);
+                    lines[k] = Encoding.UTF8.GetString(m.MutateJson(Encoding.UTF8.GetBytes(lines[k])));
+                    File.WriteAllLines(data, lines);
+                    break;
+                }
+                default:
+                {
+                    var data = Path.Combine(target, "test.jsonl");
+                    File.WriteAllBytes(data, m.MutateBytes(File.ReadAllBytes(data).Take(8192).ToArray()));
+                    break;
+                }
+            }
+            return () =>
+            {
+                foreach (var task in new OnnxMoe.Inference.Evaluation.Tasks.TaskCatalog([dir]).Resolve([yaml]).Tasks)
+                    task.BuildRequests(task.NumFewshot, limit: 20);
+            };
+        }, output);
+    }
+
+    private static string AwqTestModelsRepo() => Awq.AwqTestModels.Repo;
+
     private static readonly string[] Pipelines =
     [
         "drop-blocks{blocks=3,7},quantize-int4{block-size=128}",

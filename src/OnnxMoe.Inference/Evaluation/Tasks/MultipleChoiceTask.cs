@@ -194,16 +194,10 @@ public sealed class MultipleChoiceTask
                 {
                     line++;
                     if (string.IsNullOrWhiteSpace(text)) continue;
-                    try
-                    {
-                        using var json = JsonDocument.Parse(text);
-                        if (json.RootElement.ValueKind != JsonValueKind.Object) throw new JsonException("not an object");
-                        docs.Add(DocValues.FromJsonObject(json.RootElement));
-                    }
-                    catch (JsonException e)
-                    {
-                        throw new UserErrorException($"{full}:{line}: not a JSON object ({e.Message.Split('\n')[0]})");
-                    }
+                    string where = $"{full}:{line}";
+                    using var json = JsonText.Parse(text, default, why => new UserErrorException($"{where}: {why}"));
+                    if (json.RootElement.ValueKind != JsonValueKind.Object) throw new UserErrorException($"{where}: not a JSON object");
+                    docs.Add(DocValues.FromJsonObject(json.RootElement));
                 }
             }
             _splits[split] = docs;

@@ -33,11 +33,15 @@ public static class TaskYaml
         }
         catch (YamlException e)
         {
-            throw new UserErrorException($"{path}: malformed YAML at line {e.Start.Line}: {e.Message}");
+            throw new UserErrorException($"{path}: malformed YAML at line {e.Start.Line}: {e.Message.Split('\n')[0]}");
+        }
+        catch (InvalidOperationException e)   // YamlDotNet's scanner on some cut-off flow collections
+        {
+            throw new UserErrorException($"{path}: malformed YAML ({e.Message.Split('\n')[0]})");
         }
         if (stream.Documents.Count == 0 || stream.Documents[0].RootNode is not YamlMappingNode root)
             throw new UserErrorException($"{path}: a task file must be a YAML mapping (task: ..., doc_to_text: ...)");
-        var own = (Dictionary<string, object?>)Convert(root)!;
+        var own = (Dictionary<string, object?>)Convert(root, path)!;
         if (!own.TryGetValue("include", out var include)) return own;
         if (include is not string includePath) throw new UserErrorException($"{path}: include must be a file name");
         var resolved = Path.IsPathRooted(includePath) ? includePath : Path.Combine(Path.GetDirectoryName(full)!, includePath);
@@ -48,18 +52,23 @@ public static class TaskYaml
         return merged;
     }
 
-    private static object? Convert(YamlNode node)
+    private static object? Convert(YamlNode node, string path)
     {
         switch (node)
         {
             case YamlMappingNode map:
                 {
                     var d = new Dictionary<string, object?>(StringComparer.Ordinal);
-                    foreach (var (k, v) in map.Children) d[((YamlScalarNode)k).Value ?? ""] = Convert(v);
+                    foreach (var (k, v) in map.Children)
+                    {
+                        if (k is not YamlScalarNode key)
+                            throw new UserErrorException($"{path}: line {k.Start.Line}: a mapping key must be plain text, not a {(k is YamlMappingNode ? "mapping" : "list")}");
+                        d[key.Value ?? ""] = Convert(v, path);
+                    }
                     return d;
                 }
             case YamlSequenceNode seq:
-                return seq.Children.Select(Convert).ToList();
+                return seq.Children.Select(c => Convert(c, path)).ToList();
             case YamlScalarNode scalar:
                 {
                     if (!scalar.Tag.IsEmpty && !scalar.Tag.IsNonSpecific && scalar.Tag.Value == "!function") return new YamlFunction(scalar.Value ?? "");
