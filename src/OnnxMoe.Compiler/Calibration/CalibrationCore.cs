@@ -307,7 +307,7 @@ public sealed class CalibrationCore : IDisposable
         long need = weights + batch;
         if (need <= Budget) return;
         string message = $"calibration needs {Mib(need)} MiB for block {block.Index} ({Mib(weights)} MiB of weights, ~{Mib(batch)} MiB for a batch of activations); " +
-                         $"the calibration memory budget is {Mib(Budget)} MiB";
+                         $"the calibration memory budget is {(Budget < 1 << 20 ? $"{Budget} bytes" : $"{Mib(Budget)} MiB")}";
         if (Options.MemoryBudgetExplicit) throw new UserErrorException($"{message}: raise --calibration-memory to at least {Mib(need)} MiB");
         if (_warned.Add(block.Index)) Options.Log?.Invoke(message);
     }
