@@ -114,7 +114,7 @@ public sealed class AwqCalibrator
                         record.Accumulate(values[j].ToFloatArray(), shape, keep: first < searchCount);
                     }
                     _progress?.Invoke(new AwqProgress("statistics", first + 1, windows.Count, $"block {structure.Blocks[p].Index}, sample {first + 1}"));
-                }, keepOutput: true, batchSize: 1, cancellation: cancellation)!;
+                }, keepOutput: _options.Sequential == AwqSequential.Float, batchSize: 1, cancellation: cancellation);
                 try
                 {
                     foreach (var group in blockGroups[p])
@@ -142,7 +142,6 @@ public sealed class AwqCalibrator
                     records.Clear();
                     if (_options.Sequential == AwqSequential.Quantized)
                     {
-                        output.Dispose();
                         var quantized = blockTargets[p].ToDictionary(t => t.Inputs[1]!, t => FakeQuantized(t, scaling[t.Inputs[1]!.Name].ClipMax, format),
                             (IEqualityComparer<Value>)ReferenceEqualityComparer.Instance);
                         output = core.RunBlock(model, structure, p, states, windows, [], null, keepOutput: true, replacements: quantized, cancellation: cancellation)!;
@@ -150,12 +149,11 @@ public sealed class AwqCalibrator
                 }
                 catch
                 {
-                    output.Dispose();
+                    output?.Dispose();
                     throw;
                 }
                 states.Dispose();
-                states = output;
-                if (core.PeakBlockBytes > CalibrationCore.LargeBlockBytes) CalibrationCore.ReleaseMemory();
+                states = output!;
             }
         }
         finally

@@ -179,8 +179,8 @@ public sealed class CalibrationCore : IDisposable
         foreach (var v in outputs) if (!wanted.Contains(v)) wanted.Add(v);
         if (wanted.Count == 0) return null;
         var region = RegionExtractor.Extract(model, [blockInput], wanted, replacements: replacements);
-        CheckFits(region, block, input);
         long weightBytes = region.Graph.Initializers.Sum(v => v.ConstValue?.ByteLength ?? 0);
+        CheckFits(weightBytes, block, input);
         bool large = weightBytes > LargeBlockBytes;
         if (large) ReleaseMemory();
         Options.Log?.Invoke($"calibration: block {block.Index}: {Mib(weightBytes)} MiB of weights; " +
@@ -259,9 +259,6 @@ public sealed class CalibrationCore : IDisposable
     private void RunBatches(InferenceSession session, DecoderStructure s, CalibrationWindows windows, string? hiddenName, HiddenStates? hidden,
         IReadOnlyList<string> outputs, int batchSize, string stage, CancellationToken cancellation, Action<int, int, RunResult> use)
     {
-        var missing = session.Inputs.Select(i => i.Name).Where(n => n != hiddenName && n is not ("input_ids" or "attention_mask" or "position_ids")
-            && !s.Blocks.Any(b => b.Attention.PastKey == n || b.Attention.PastValue == n)).ToList();
-        if (missing.Count > 0) throw new InvalidOperationException($"calibration region ({stage}) reads inputs the calibration cannot feed: {string.Join(", ", missing)}");
         Options.Progress?.Invoke(new CalibrationProgress(stage, 0, windows.Count));
         for (int first = 0; first < windows.Count; first += batchSize)
         {
@@ -270,6 +267,9 @@ public sealed class CalibrationCore : IDisposable
             var feeds = DecoderFeeds(session, s, windows, first, count, hiddenName, hidden);
             try
             {
+                if (feeds.Count < session.Inputs.Count)
+                    throw new InvalidOperationException($"calibration region ({stage}) reads inputs the calibration cannot feed: " +
+                        string.Join(", ", session.Inputs.Select(i => i.Name).Where(n => !feeds.Any(f => f.Key == n))));
                 using var result = session.Run(feeds, outputs, cancellation);
                 use(first, count, result);
             }
@@ -298,9 +298,8 @@ public sealed class CalibrationCore : IDisposable
     private static extern int MallocTrim(nuint pad);
 
     /// <summary>Checks that one block's weights and a batch of activations fit the budget (an error when the user set it, a note otherwise).</summary>
-    private void CheckFits(Model region, BlockStructure block, HiddenStates input)
+    private void CheckFits(long weights, BlockStructure block, HiddenStates input)
     {
-        long weights = region.Graph.Initializers.Sum(v => v.ConstValue?.ByteLength ?? 0);
         PeakBlockBytes = Math.Max(PeakBlockBytes, weights);
         // A batch's activations: the block's widest intermediates are roughly 4x the FFN width per token; hidden states in and out.
         long batch = Math.Min(Options.BatchSize, input.Count) * input.SampleBytes * 8;
@@ -362,8 +361,7 @@ public sealed class CalibrationCore : IDisposable
 
     public void Dispose()
     {
-        foreach (var s in _cache.Values) s.Dispose();
-        _cache.Clear();
+        ClearCache();
         Store.Dispose();
     }
 

@@ -158,8 +158,8 @@ public sealed class OrtCalibrationScores : ICalibrationScores, IDisposable
                 TensorPrimitives.Subtract(RunMoe(moeLayer.Session, x, masks[k]), reference, diff);
                 errors[k] += TensorPrimitives.SumOfSquares<float>(diff);
             }
-        }, keepOutput: true, cancellation: cancellationToken)!;
-        _core.Cache(keys[p + 1], output);
+        }, keepOutput: !_core.IsCached(keys[p + 1]), cancellation: cancellationToken);
+        if (output != null) _core.Cache(keys[p + 1], output);
         return errors;
     }
 
