@@ -1,5 +1,4 @@
 using System.Diagnostics;
-using System.Security.Cryptography;
 using OnnxMoe.Compiler.Verify;
 using OnnxMoe.Tests.Cli;
 using Xunit.Abstractions;
@@ -41,11 +40,6 @@ public sealed class CrashSafetyTests(ITestOutputHelper log) : IDisposable
         return (p.ExitCode, stderr.Result);
     }
 
-    /// <summary>Every file's SHA-256 by name: two folders hold the same artifact when these are equal.</summary>
-    private static SortedDictionary<string, string> Fingerprint(string dir) =>
-        new(Directory.EnumerateFileSystemEntries(dir).ToDictionary(Path.GetFileName,
-            f => File.Exists(f) ? Convert.ToHexString(SHA256.HashData(File.ReadAllBytes(f))) : "<folder>")!, StringComparer.Ordinal);
-
     private string Compile(string name, string dtype)
     {
         var (exit, stderr) = Finish(Start(_tmp[name], overwrite: false, dtype));
@@ -61,8 +55,8 @@ public sealed class CrashSafetyTests(ITestOutputHelper log) : IDisposable
     public void Sigkill_at_random_moments_never_leaves_a_partial_or_missing_target_and_the_next_compile_cleans_up()
     {
         // Two different complete artifacts to tell old from new: fp16 (the old one under --overwrite) and fp32 (new).
-        var oldPrint = Fingerprint(Compile("ref-old", "fp16"));
-        var newPrint = Fingerprint(Compile("ref-new", "fp32"));
+        var oldPrint = FolderHashes.Of(Compile("ref-old", "fp16"));
+        var newPrint = FolderHashes.Of(Compile("ref-new", "fp32"));
         Assert.NotEqual(newPrint, oldPrint);
         string parent = _tmp["trials"], target = Path.Combine(parent, "out");
         Directory.CreateDirectory(parent);
@@ -123,7 +117,7 @@ public sealed class CrashSafetyTests(ITestOutputHelper log) : IDisposable
                 }
                 else
                 {
-                    var print = Fingerprint(target);
+                    var print = FolderHashes.Of(target);
                     outcome = print.SequenceEqual(newPrint) ? "new" : print.SequenceEqual(oldPrint) ? "old" : "MIXED";
                     Assert.True(outcome != "MIXED", $"trial {trials} (kill at {delay} ms): target holds neither the old nor the new artifact: " +
                         string.Join(", ", print.Keys));
@@ -141,7 +135,7 @@ public sealed class CrashSafetyTests(ITestOutputHelper log) : IDisposable
         var (exit, stderr) = Finish(Start(target, overwrite: true));
         Assert.True(exit == 0, stderr);
         Assert.Empty(Leftovers(parent));
-        Assert.Equal(newPrint, Fingerprint(target));
+        Assert.Equal(newPrint, FolderHashes.Of(target));
     }
 
     [Fact]
