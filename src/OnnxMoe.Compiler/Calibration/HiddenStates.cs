@@ -159,17 +159,15 @@ public sealed class HiddenStates : IDisposable
         return OrtValue.CreateTensor<byte>(data, [count, Length, Hidden], ElementType);
     }
 
-    /// <summary>Samples as f32 (converted from f16 where stored so).</summary>
+    /// <summary>Samples as f32 (converted where stored in another float type).</summary>
     public float[] ReadFloats(int first, int count)
     {
         var bytes = new byte[count * SampleBytes];
         Read(first, count, bytes);
-        return ElementType switch
-        {
-            DataType.Float => System.Runtime.InteropServices.MemoryMarshal.Cast<byte, float>(bytes).ToArray(),
-            DataType.Float16 => System.Runtime.InteropServices.MemoryMarshal.Cast<byte, Half>(bytes).ToArray().Select(h => (float)h).ToArray(),
-            _ => throw new NotSupportedException($"hidden states of {ElementType.Name()}"),
-        };
+        if (ElementType == DataType.Float) return System.Runtime.InteropServices.MemoryMarshal.Cast<byte, float>(bytes).ToArray();
+        var result = new float[count * (long)Length * Hidden];
+        Ir.Tensors.TensorKernels.Convert(bytes, ElementType, System.Runtime.InteropServices.MemoryMarshal.AsBytes(result.AsSpan()), DataType.Float);
+        return result;
     }
 
     public void Dispose()
