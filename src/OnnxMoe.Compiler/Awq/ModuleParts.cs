@@ -98,7 +98,8 @@ internal sealed class PartRunner : IDisposable
         Originals = part.Weights.Select(w => (WeightMatrixReader.ReadTransposed(w.ConstValue!), (int)w.ConstValue!.Shape[1])).ToList();   // [N, K]
         var outputs = part.Indices is { } idx ? new[] { part.Output, idx } : new[] { part.Output };
         _session = new InMemorySession(RegionExtractor.Extract(model, [group.Input], outputs, part.Weights), config, "awq_module");
-        _fixed = group.ReadsDecoderInputs ? CalibrationCore.DecoderFeeds(_session.Session, structure, windows, 0, searchCount) : [];
+        // The decoder inputs the region reads (the attention module: mask, positions, empty past); none for an FFN.
+        _fixed = CalibrationCore.DecoderFeeds(_session.Session, structure, windows, 0, searchCount);
         var xType = _session.Session.Inputs.First(i => i.Name == _inputName).ElementType;
         _x = AwqCalibrator.ToOrtValue(x.Data, x.Shape, xType);
         int k = (int)part.Weights[0].ConstValue!.Shape[0];

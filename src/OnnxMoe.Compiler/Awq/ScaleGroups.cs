@@ -32,8 +32,6 @@ public sealed class ScaleGroup
     /// <summary>The subset of <see cref="Linears"/> that will be quantized (trial weights in the loss).</summary>
     public required IReadOnlyList<Node> Quantized { get; init; }
     public required Value ModuleOutput { get; init; }
-    /// <summary>True when the module also reads decoder inputs (attention: ids, mask, positions, empty past).</summary>
-    public bool ReadsDecoderInputs { get; init; }
     public int Channels => checked((int)AnchorWeightChannels());
 
     private long AnchorWeightChannels() => Anchor == ScaleAnchorKind.NormWeight ? AnchorWeight.ConstValue!.Shape[0] : AnchorWeight.ConstValue!.Shape[1];
@@ -81,12 +79,12 @@ public sealed class ScaleGroupFinder
             if (_nodes.TryGetValue($"{layer}/attn/q_proj/MatMul", out var q))
             {
                 var attnOut = _nodes.TryGetValue(block.Attention.ResidualAdd, out var residual) ? residual.Inputs[1] : null;
-                if (attnOut != null) Add(groups, NormGroup($"{layer}/input_layernorm -> attn", q.Inputs[0]!, attnOut, readsDecoderInputs: true));
+                if (attnOut != null) Add(groups, NormGroup($"{layer}/input_layernorm -> attn", q.Inputs[0]!, attnOut));
                 if (attnOut != null) Add(groups, ValueOutputGroup(layer));
             }
             if (block.Ffn is { } ffn && _values.TryGetValue(ffn.Input, out var ffnIn) && _values.TryGetValue(ffn.Output, out var ffnOut))
             {
-                Add(groups, NormGroup($"{ffn.NormPrefix.TrimEnd('/')} -> {ffn.Prefix.TrimEnd('/').Split('/')[^1]}", ffnIn, ffnOut, readsDecoderInputs: false));
+                Add(groups, NormGroup($"{ffn.NormPrefix.TrimEnd('/')} -> {ffn.Prefix.TrimEnd('/').Split('/')[^1]}", ffnIn, ffnOut));
                 var prefixes = new List<string>();
                 if (ffn.Moe is { } moe)
                 {
@@ -105,7 +103,7 @@ public sealed class ScaleGroupFinder
         if (group != null && group.Quantized.Count > 0) groups.Add(group);
     }
 
-    private ScaleGroup? NormGroup(string name, Value input, Value moduleOutput, bool readsDecoderInputs)
+    private ScaleGroup? NormGroup(string name, Value input, Value moduleOutput)
     {
         var norm = input.Producer;
         if (norm is not { OpType: "Mul", Domain: "" } || norm.Inputs.Count != 2)
@@ -120,7 +118,7 @@ public sealed class ScaleGroupFinder
         return new ScaleGroup
         {
             Name = name, Anchor = ScaleAnchorKind.NormWeight, Input = input, AnchorWeight = weight, Linears = linears,
-            Quantized = linears.Where(l => _selector.IsTarget(l.Name)).ToList(), ModuleOutput = moduleOutput, ReadsDecoderInputs = readsDecoderInputs,
+            Quantized = linears.Where(l => _selector.IsTarget(l.Name)).ToList(), ModuleOutput = moduleOutput,
         };
     }
 
