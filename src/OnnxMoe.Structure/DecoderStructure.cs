@@ -153,6 +153,9 @@ public sealed class FfnStructure
     public string ResidualAdd { get; set; } = "";
     public int IntermediateSize { get; set; }
     public MoeStructure? Moe { get; set; }
+
+    /// <summary>Node-name scope of routed expert <paramref name="expertId"/> (original id) in the standard form: {Prefix}experts.{id}/.</summary>
+    public string ExpertScope(int expertId) => $"{Prefix}experts.{expertId.ToString(System.Globalization.CultureInfo.InvariantCulture)}/";
 }
 
 public sealed class MoeStructure
@@ -172,6 +175,10 @@ public sealed class MoeStructure
     public string TopKNode { get; set; } = "";
     /// <summary>Node: the zero accumulator the expert chain starts from.</summary>
     public string AccumulatorInit { get; set; } = "";
+    /// <summary>Node: the com.microsoft MoE or QMoE node the routed experts were fused into by pass <c>fuse</c>; null in the
+    /// standard form. A fused layer has no TopK, expert-id table or accumulator (those names are empty): the node reads the
+    /// router's logits, routes and scatters itself. Its stacked expert weights follow <see cref="ExpertIds"/> in order.</summary>
+    public string? FusedNode { get; set; }
     public SharedExpertStructure? SharedExpert { get; set; }
 }
 

@@ -58,6 +58,7 @@ public sealed class QuantizeInt4Pass : Pass
 
     public override PassResult Run(Model model, PassContext context)
     {
+        Fusion.FusePass.RequireStandardForm(Structure.DecoderStructure.TryRead(model), Name);
         var options = RewriteOptions();
         if (options.Method == QuantizationMethod.Awq)
         {

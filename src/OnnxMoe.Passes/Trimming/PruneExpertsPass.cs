@@ -40,6 +40,7 @@ public sealed class PruneExpertsPass : TrimmingPass
     {
         var counters = new CounterSet();
         var surgery = new DecoderSurgery(model, Name, counters);
+        Fusion.FusePass.RequireStandardForm(surgery.Structure, Name);
         var (pairs, keep) = ListOrCount<IntPair[]>("experts", "keep");
         if (pairs != null)
         {

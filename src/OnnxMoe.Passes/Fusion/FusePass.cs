@@ -1,0 +1,51 @@
+using OnnxMoe.Ir;
+using OnnxMoe.Passes.Trimming;
+using OnnxMoe.Structure;
+
+namespace OnnxMoe.Passes.Fusion;
+
+/// <summary>
+/// Converts the decoder from the standard form (plain ONNX ops, what every other pass reads and rewrites) into
+/// ONNX Runtime's fused contrib ops, as the last step of a pipeline: each MoE layer's routed experts become one
+/// com.microsoft <c>MoE</c> node (float experts) or <c>QMoE</c> node (experts quantized by quantize-int4 with
+/// symmetric=true). A layer that a fused node cannot express keeps its standard ops, and the pass says why.
+/// Passes that need the standard form (prune-experts, quantize-int4, AWQ) refuse a fused model: run them before fuse.
+/// </summary>
+public sealed class FusePass : Pass
+{
+    public static readonly PassInfo Info = new("fuse",
+        "Rewrites each MoE layer into one com.microsoft MoE / QMoE node (run it last: later passes need the standard form).",
+        PassOption.Bool("moe", true, "fuse the routed experts of each MoE layer into MoE (float) or QMoE (symmetric int4/int8)"));
+
+    public FusePass(PassOptions options) : base(Info, options)
+    {
+    }
+
+    public override PassResult Run(Model model, PassContext context)
+    {
+        var counters = new CounterSet();
+        var surgery = new DecoderSurgery(model, Name, counters);
+        if (Options.GetBool("moe"))
+        {
+            foreach (var block in surgery.MoeBlocks.Where(b => b.Ffn!.Moe!.FusedNode == null).ToList())
+            {
+                var why = MoeFusion.Fuse(surgery, block);
+                if (why == null) continue;
+                counters.Add("moe-layers-not-fused");
+                context.Info($"{Name}: layer {block.Index} keeps standard ops: {why}");
+            }
+        }
+        if (!counters.Any) return PassResult.Unchanged;
+        if (model.GetOpset(MoeFusion.Domain) == null) model.SetOpset(MoeFusion.Domain, 1);
+        surgery.Commit();
+        return PassResult.From(counters["moe-nodes"] + counters["qmoe-nodes"] > 0, counters);
+    }
+
+    /// <summary>Throws when <paramref name="structure"/> has a fused MoE layer: <paramref name="passName"/> needs the standard form.</summary>
+    public static void RequireStandardForm(DecoderStructure? structure, string passName)
+    {
+        var fused = structure?.Blocks.FirstOrDefault(b => b.Ffn?.Moe?.FusedNode != null);
+        if (fused != null)
+            throw new PassException(passName, $"layer {fused.Index}'s experts are fused into {fused.Ffn!.Moe!.FusedNode} (pass fuse); run {passName} before fuse");
+    }
+}
