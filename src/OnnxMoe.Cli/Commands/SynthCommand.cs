@@ -18,11 +18,12 @@ internal static class SynthCommand
         var intermediate = new Option<int>("--intermediate") { Description = "Routed expert width.", DefaultValueFactory = _ => 2816 };
         var experts = new Option<int>("--experts") { Description = "Routed experts per MoE layer.", DefaultValueFactory = _ => 8 };
         var topK = new Option<int>("--top-k") { Description = "Experts per token.", DefaultValueFactory = _ => 2 };
+        var vocab = new Option<int>("--vocab") { Description = "Vocabulary size (embedding and lm_head rows).", DefaultValueFactory = _ => 32000 };
         var seed = new Option<int>("--seed") { Description = "Seed: the same options give the same bytes.", DefaultValueFactory = _ => 1 };
         var command = new Command("synth", "Write a random Hugging Face MoE checkpoint of any size, streamed (for benchmarks and scale tests; not a trained model).\n" +
             "Example: onnxmoe synth mixtral -o /tmp/mixtral-4g --size 4GiB --dtype fp32")
         {
-            family, output, size, dtype, layers, hidden, intermediate, experts, topK, seed,
+            family, output, size, dtype, layers, hidden, intermediate, experts, topK, vocab, seed,
         };
         command.SetAction(parse =>
         {
@@ -42,6 +43,7 @@ internal static class SynthCommand
                 IntermediateSize = Positive(parse.GetValue(intermediate), "--intermediate"),
                 NumExperts = Positive(parse.GetValue(experts), "--experts"),
                 TopK = Positive(parse.GetValue(topK), "--top-k"),
+                VocabSize = Positive(parse.GetValue(vocab), "--vocab"),
                 Seed = parse.GetValue(seed),
             };
             if (options.TopK > options.NumExperts) throw new UserErrorException($"--top-k {options.TopK} exceeds --experts {options.NumExperts}");
