@@ -71,6 +71,9 @@ public sealed class InferenceSession : IDisposable
     public IEnumerable<string> InputNames => Inputs.Select(i => i.Name);
     public IEnumerable<string> OutputNames => Outputs.Select(o => o.Name);
 
+    /// <summary>The model's metadata_props (e.g. onnxmoe.structure).</summary>
+    public IReadOnlyDictionary<string, string> CustomMetadata => _session.ModelMetadata.CustomMetadataMap;
+
     /// <summary>
     /// Runs the model. <paramref name="inputs"/> stay owned by the caller (they may be outputs of an earlier run,
     /// e.g. a KV cache fed back without copying). Returns the requested outputs (all, in model order, when

@@ -247,11 +247,11 @@ public sealed record ParameterCounts(long Total, long Embedding, long Attention,
         {
             if (v.ConstValue is not { } t) continue;
             long n;
-            // Fused MoE layers (pass fuse): the stacked expert weights are inputs 2 (fc1) and 5 (fc2) of the MoE / QMoE node,
+            // Fused MoE layers (pass fuse): the stacked expert weights are fc1 (input 2) and fc2 (input 4 of MoE, 5 of QMoE),
             // a QMoE's packed codes counting as their logical weights.
             if (v.Uses.FirstOrDefault(u => u.Node.OpType is "MoE" or "QMoE" && u.Node.Domain == "com.microsoft") is { Node: not null } f)
             {
-                if (f.Index is not (2 or 5)) continue;
+                if (f.Index != 2 && f.Index != (f.Node.OpType == "MoE" ? 4 : 5)) continue;
                 n = f.Node.OpType == "QMoE" ? t.ElementCount * 8 / f.Node.GetInt("expert_weight_bits", 4) : t.ElementCount;
             }
             else if (v.Name.StartsWith('/')) continue;
