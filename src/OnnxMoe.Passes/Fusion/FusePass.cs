@@ -7,16 +7,18 @@ namespace OnnxMoe.Passes.Fusion;
 /// <summary>
 /// Converts the decoder from the standard form (plain ONNX ops, what every other pass reads and rewrites) into
 /// ONNX Runtime's fused contrib ops, as the last step of a pipeline: each MoE layer's routed experts become one
-/// com.microsoft <c>MoE</c> node (float experts) or <c>QMoE</c> node (experts quantized by quantize-int4); each block's RoPE, KV cache and attention become RotaryEmbedding + GroupQueryAttention. A layer
-/// that a fused node cannot express keeps its standard ops, and the pass says why.
+/// com.microsoft <c>MoE</c> node (float experts) or <c>QMoE</c> node (experts quantized by quantize-int4); each block's
+/// RoPE, KV cache and attention become RotaryEmbedding + GroupQueryAttention; each RMSNorm becomes
+/// SimplifiedLayerNormalization. A layer that a fused node cannot express keeps its standard ops, and the pass says why.
 /// Passes that need the standard form (prune-experts, quantize-int4, AWQ) refuse a fused model: run them before fuse.
 /// </summary>
 public sealed class FusePass : Pass
 {
     public static readonly PassInfo Info = new("fuse",
-        "Rewrites MoE layers into com.microsoft MoE / QMoE and attention into RotaryEmbedding + GroupQueryAttention (run it last).",
+        "Rewrites MoE layers into com.microsoft MoE / QMoE, attention into RotaryEmbedding + GroupQueryAttention, RMSNorms into SimplifiedLayerNormalization (run it last).",
         PassOption.Bool("moe", true, "fuse the routed experts of each MoE layer into MoE (float experts) or QMoE (MatMulNBits experts)"),
-        PassOption.Bool("attention", true, "fuse RoPE, the KV cache and attention into RotaryEmbedding + GroupQueryAttention (KV cache shareable as one buffer)"));
+        PassOption.Bool("attention", true, "fuse RoPE, the KV cache and attention into RotaryEmbedding + GroupQueryAttention (KV cache shareable as one buffer)"),
+        PassOption.Bool("norm", true, "fuse each RMSNorm chain into one SimplifiedLayerNormalization"));
 
     public FusePass(PassOptions options) : base(Info, options)
     {
@@ -58,10 +60,11 @@ public sealed class FusePass : Pass
                 fusion.Finish();
             }
         }
+        if (Options.GetBool("norm")) NormFusion.Run(surgery);
         if (!counters.Any) return PassResult.Unchanged;
         if (model.GetOpset(MoeFusion.Domain) == null) model.SetOpset(MoeFusion.Domain, 1);
         surgery.Commit();
-        return PassResult.From(counters["moe-nodes"] + counters["qmoe-nodes"] + counters["attention-fused"] > 0, counters);
+        return PassResult.From(counters["moe-nodes"] + counters["qmoe-nodes"] + counters["attention-fused"] + counters["norms-fused"] > 0, counters);
     }
 
     /// <summary>Throws when <paramref name="structure"/> has a fused MoE layer: <paramref name="passName"/> needs the standard form.</summary>
