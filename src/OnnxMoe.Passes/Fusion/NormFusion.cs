@@ -31,6 +31,8 @@ internal static class NormFusion
             node.SetAttribute(Attribute.Int("axis", -1)).SetAttribute(Attribute.Float("epsilon", m.Epsilon)).SetAttribute(Attribute.Int("stash_type", 1));
             s.Graph.InsertBefore(m.Scale, node);
             output.ReplaceAllUsesWith(y);
+            // The structure names the final norm by its first node (input 0 = the last block's output): now the fused node.
+            if (m.First.Name == s.Structure.FinalNormInputNode) s.Structure.FinalNormInputNode = node.Name;
             s.RemoveDead([m.Scale]);
             fused++;
         }
@@ -42,7 +44,8 @@ internal static class NormFusion
         return fused;
     }
 
-    private sealed record Chain(Value Input, Value Weight, float Epsilon, Node Scale);
+    /// <summary>A matched chain: its input, weight and epsilon, its first node (the f32 Cast, or the square) and its last (the weight Mul).</summary>
+    private sealed record Chain(Value Input, Value Weight, float Epsilon, Node First, Node Scale);
 
     /// <summary>The RMSNorm chain around <paramref name="mean"/>, or null when it is not exactly one.</summary>
     private static Chain? Match(Node mean)
@@ -70,7 +73,7 @@ internal static class NormFusion
         var weight = scale.Inputs.FirstOrDefault(v => v?.ConstValue is { Shape.Length: 1 } && !ReferenceEquals(v, normed));
         if (weight?.ConstValue is not { } w || w.DataType != x.ElementType) return null;
         if (x.Shape is { Count: > 0 } shape && shape[^1].Value is { } last && last != w.Shape[0]) return null;
-        return new Chain(x, weight, eps, scale);
+        return new Chain(x, weight, eps, ReferenceEquals(x, xf) ? square : xf.Producer!, scale);
     }
 
     private static Node? Single(Value v) => v.Uses.Count == 1 && !v.IsGraphOutput ? v.Uses[0].Node : null;
