@@ -118,7 +118,7 @@ public sealed record BenchModelResult(
 {
     /// <summary>The engine that ran the model (<see cref="BenchEngines.Name"/>).</summary>
     public string Engine { get; init; } = "ort";
-    /// <summary>The lower bound on a decode step from the bytes it reads; null when the graph has no onnxmoe structure.</summary>
+    /// <summary>The lower bound on a decode step from the bytes it reads; null on CUDA and when the graph has no onnxmoe structure.</summary>
     public DecodeBound? Bound { get; init; }
     /// <summary>ORT's profile of the measured session (with --profile, ort engine); its timings include the profiler's cost.</summary>
     public BenchProfile? Profile { get; init; }
@@ -195,7 +195,8 @@ public sealed class BenchReport
         if (Rows.FirstOrDefault(r => r.Result.Bound is not null)?.Result.Bound is { } bound)
             sb.Append(CultureInfo.InvariantCulture, $"bound = bytes a decode step reads at least (weights, top-k of the routed experts, one embedding row, KV cache at context {bound.ContextLength}) / read bandwidth " +
                 $"({bound.Bandwidth.Threads} threads, best of {bound.Bandwidth.Passes} passes over {bound.Bandwidth.BufferBytes / (1 << 20)} MiB, measured before each model)\n");
-        if (Rows.Any(r => r.Result.Bound is null)) sb.Append("- no bound: the graph has no onnxmoe.structure metadata\n");
+        if (Rows.Any(r => r.Result.Bound is null))
+            sb.Append(Options.Session?.Device == ExecutionDevice.Cuda ? "bound columns \"-\": no bound on CUDA (the bandwidth probe reads host memory)\n" : "bound columns \"-\": the graph has no onnxmoe.structure metadata\n");
         if (Rows.Any(r => r.Result.Profile is not null)) sb.Append("profiled rows: their timings include ORT's profiler\n");
         foreach (var r in Rows)
             if (r.Result.Profile is { } profile) sb.Append('\n').Append(profile.ToTable(r.Result.Model, Options.ProfileTopOps));
@@ -243,13 +244,14 @@ public sealed class BenchRunner
         var results = new List<BenchModelResult>();
         for (int i = 0; i < folders.Count; i++)
         {
-            var traffic = Traffic(folders[i]);
+            // The probe reads host memory, so a bound is only given for the CPU.
+            var traffic = _options.Session?.Device == ExecutionDevice.Cuda ? null : Traffic(folders[i]);
             foreach (var engine in _options.Engines)
             {
                 _progress?.Invoke($"bench {names[i]} with {engine.Name()} ({i + 1}/{folders.Count})");
-                var bandwidth = MeasureBandwidth();
+                var bandwidth = traffic is null ? null : MeasureBandwidth();
                 var result = engine == BenchEngine.GenAi ? GenAiBench.Measure(this, folders[i], names[i]) : Measure(folders[i], names[i]);
-                results.Add(traffic is null ? result : result with { Bound = DecodeBound.Of(traffic, bandwidth, _options, result.DecodeMedianMsPerToken) });
+                results.Add(traffic is null ? result : result with { Bound = DecodeBound.Of(traffic, bandwidth!, _options, result.DecodeMedianMsPerToken) });
             }
         }
         string device = (_options.Session?.Device ?? ExecutionDevice.Cpu) == ExecutionDevice.Cuda ? "CUDA" : "CPU";
