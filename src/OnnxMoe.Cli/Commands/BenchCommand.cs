@@ -17,8 +17,8 @@ internal static class BenchCommand
         var json = new Option<bool>("--json") { Description = "Print the results as JSON." };
         var profile = new Option<string?>("--profile")
         {
-            Description = "Profile each model's measured ORT session (ort engine): write ORT's profile as DIR/<model>.ort-profile.json (default DIR: onnxmoe-profile) " +
-                "and print the top op types by kernel time for prefill and decode. Profiled timings include the profiler's cost.",
+            Description = "Profile each model (ort engine): after its measurement a second session runs the same schedule with ORT's profiler on; " +
+                "write ORT's profile as DIR/<model>.ort-profile.json (default DIR: onnxmoe-profile) and print the top op types by kernel time for prefill and decode.",
             Arity = ArgumentArity.ZeroOrOne,
             HelpName = "DIR",
         };

@@ -122,8 +122,8 @@ public sealed record BenchProfile(string File, IReadOnlyList<ProfilePhase> Phase
         {
             string step = phase.Name == "decode" ? "token" : phase.Name == "prefill" ? "prefill" : "run";
             double outside = phase.RunMs - phase.KernelMs;
-            sb.Append(inv, $"  {phase.Name}: {phase.Steps} {step}s, {phase.RunMs / phase.Steps:F2} ms/{step} in runs, {phase.KernelMs / phase.Steps:F2} in kernels, " +
-                $"{outside / phase.Steps:F2} between them ({(phase.RunMs > 0 ? 100 * outside / phase.RunMs : 0):F1}%)\n");
+            sb.Append(inv, $"  {phase.Name}: {phase.Steps} {step}s, {phase.RunMs / phase.Steps:F2} ms/{step} in profiled runs, {phase.KernelMs / phase.Steps:F2} in kernels, " +
+                $"{outside / phase.Steps:F2} between them (executor and profiler, {(phase.RunMs > 0 ? 100 * outside / phase.RunMs : 0):F1}%)\n");
             var rows = phase.Ops.Take(top).Select(o => new[]
             {
                 o.OpType, o.CallsPerStep.ToString("F1", inv), o.TotalMs.ToString("F1", inv), o.PercentOfRun.ToString("F1", inv), o.MsPerStep.ToString("F3", inv),
