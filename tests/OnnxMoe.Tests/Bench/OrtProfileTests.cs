@@ -148,6 +148,8 @@ public sealed class OrtProfileTests : IDisposable
     public void Profile_without_the_ort_engine_is_refused_on_one_line()
     {
         var folder = CompileTiny();
+        using (var unprofiled = new OnnxMoe.Runtime.InferenceSession(Path.Combine(folder, "model.onnx")))
+            Assert.Throws<InvalidOperationException>(() => unprofiled.EndProfiling());
         var r = CliRunner.Run("bench", folder, "--engine", "genai", "--profile", Path.Combine(_dir, "p"));
         Assert.Equal(1, r.ExitCode);
         Assert.Contains("--profile", r.Stderr);
