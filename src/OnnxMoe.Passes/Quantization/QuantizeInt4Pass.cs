@@ -15,7 +15,7 @@ public sealed class QuantizeInt4Pass : Pass
         PassOption.Int("block-size", 128, "input channels per quantization block: a power of two in 16..256"),
         PassOption.Int("bits", 4, "bits per weight: 4 or 8"),
         PassOption.Bool("symmetric", false, "no zero points (codes centred on 2^(bits-1))"),
-        PassOption.Int("accuracy-level", 0, "MatMulNBits accuracy_level: 0 unset, 1 fp32, 2 fp16, 3 bf16, 4 int8 activations"),
+        PassOption.Int("accuracy-level", QuantizeInt4Options.DefaultAccuracyLevel, QuantizeInt4Options.AccuracyLevelDescription),
         PassOption.String("targets", "all", "which linear layers: comma list of experts, mlp, dense-mlp, attention, all"),
         PassOption.String("exclude", null, "node-name patterns kept in full precision, separated by ';' (default: routers, shared-expert gate, lm_head)"),
         PassOption.Int("grid", 20, "awq: scale ratios tried"),
