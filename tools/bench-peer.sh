@@ -11,7 +11,7 @@
 # Environment: OUT (default out/bench-peer; artifacts are reused when newer than the checkpoint), REPEAT (measured
 # repeats per run, default 3), PAUSE_NICE10=1 (stop every process at nice 10 during each round, resumed on exit:
 # other jobs of a shared machine). Compiles and exports run at nice 10, the measurements at the script's own
-# niceness. Needs a Release build, node + `npm ci --prefix tools/llamacpp`, Debian's python3-torch.
+# niceness. Needs a Release build, node + `npm install --prefix tools/llamacpp --omit=optional`, Debian's python3-torch.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -21,7 +21,7 @@ OUT=${OUT:-out/bench-peer}; REPEAT=${REPEAT:-3}
 [ -f "$CKPT/config.json" ] || { echo "bench-peer: $CKPT/config.json: no such file" >&2; exit 2; }
 BIN=src/OnnxMoe.Cli/bin/Release/net10.0
 [ -f "$BIN/onnxmoe.dll" ] || { echo "bench-peer: $BIN/onnxmoe.dll missing: run dotnet build OnnxMoe.sln -c Release" >&2; exit 2; }
-[ -d tools/llamacpp/node_modules/node-llama-cpp ] || { echo "bench-peer: run npm ci --prefix tools/llamacpp first" >&2; exit 2; }
+[ -d tools/llamacpp/node_modules/node-llama-cpp ] || { echo "bench-peer: run npm install --prefix tools/llamacpp --omit=optional first" >&2; exit 2; }
 
 if [ "${PAUSE_NICE10:-0}" = 1 ] && [ "$(ps -o ni= -p $$)" -eq 10 ]; then
     echo "bench-peer: PAUSE_NICE10=1 would stop this script itself: run it at nice 0" >&2; exit 2
@@ -52,8 +52,11 @@ done
 RUNS=(ours:fp32 llama:f32 ours:int4 ours:int4-fused llama:q4_0)
 RESULTS="$OUT/results.jsonl"; : > "$RESULTS"
 PAUSED=""
+# CPU seconds the whole machine spent busy (user, nice, system, irq, softirq, steal; USER_HZ = 100)
+busy_seconds() { awk '/^cpu /{printf "%.2f", ($2+$3+$4+$7+$8+$9)/100}' /proc/stat; }
 resume() { if [ -n "$PAUSED" ]; then kill -CONT $PAUSED 2>/dev/null || true; PAUSED=""; fi; }
-trap resume EXIT INT TERM
+trap resume EXIT
+trap 'resume; exit 130' INT TERM
 for round in 1 2; do
     order=("${RUNS[@]}")
     [ "$round" = 2 ] && order=($(printf '%s\n' "${RUNS[@]}" | tac))
@@ -65,11 +68,22 @@ for round in 1 2; do
         kind=${run%%:*}; name=${run#*:}
         echo "round $round: $kind $name" >&2
         if [ "$kind" = ours ]; then
-            json=$("${ONNXMOE[@]}" bench "$OUT/$name" --prompt-len "$PROMPT" --gen "$GEN" --repeat "$REPEAT" --threads "$THREADS" --json)
+            cmd=("${ONNXMOE[@]}" bench "$OUT/$name" --prompt-len "$PROMPT" --gen "$GEN" --repeat "$REPEAT" --threads "$THREADS" --json)
         else
-            json=$(node tools/bench_llamacpp.mjs bench "$OUT/llamacpp-$name.gguf" --threads "$THREADS" --prompt-len "$PROMPT" --gen "$GEN" --repeat "$REPEAT")
+            cmd=(node tools/bench_llamacpp.mjs bench "$OUT/llamacpp-$name.gguf" --threads "$THREADS" --prompt-len "$PROMPT"
+                 --gen "$GEN" --repeat "$REPEAT")
         fi
-        printf '%s\n' "$json" | /usr/bin/python3 -c 'import json,sys; print(json.dumps({"round": int(sys.argv[1]), "kind": sys.argv[2], "name": sys.argv[3], "result": json.load(sys.stdin)}))' "$round" "$kind" "$name" >> "$RESULTS"
+        # the machine's busy CPU time during the run minus the run's own: the load other processes put beside it
+        before=$(busy_seconds)
+        json=$(/usr/bin/time -f '%e %U %S' -o "$OUT/.time" "${cmd[@]}")
+        after=$(busy_seconds)
+        printf '%s\n' "$json" | /usr/bin/python3 -c '
+import json, sys
+e, u, s = map(float, open(sys.argv[4]).read().split()[-3:])
+others = max(0.0, float(sys.argv[6]) - float(sys.argv[5]) - u - s) / e
+print(json.dumps({"round": int(sys.argv[1]), "kind": sys.argv[2], "name": sys.argv[3], "others_cores": others,
+                  "result": json.load(sys.stdin)}))
+' "$round" "$kind" "$name" "$OUT/.time" "$before" "$after" >> "$RESULTS"
     done
     resume
 done
@@ -81,8 +95,8 @@ def speeds(r):
     res = r["result"]
     if r["kind"] == "ours":
         x = res["rows"][0]["result"]
-        return x["decode_tokens_per_second"], x["prefill_tokens_per_second"]
-    return res["decode_tok_s"], res["prefill_tok_s"]
+        return x["decode_tokens_per_second"], x["prefill_tokens_per_second"], r["others_cores"]
+    return res["decode_tok_s"], res["prefill_tok_s"], r["others_cores"]
 table = {}
 for r in rows:
     table.setdefault((r["kind"], r["name"]), {})[r["round"]] = speeds(r)
@@ -95,11 +109,12 @@ def pair(key, i, fmt):
 def ratio(key, ref):
     return " / ".join(f"{table[key][r][0] / table[ref][r][0]:.2f}" for r in rounds)
 print(f"prompt {sys.argv[2]}, {sys.argv[3]} generated tokens, {sys.argv[4]} threads, batch 1, median of {sys.argv[5]} repeats "
-      "after 1 warm-up; each cell: round 1 / round 2; ratios are decode tok/s over llama.cpp's in the same round")
+      "after 1 warm-up; each cell: round 1 / round 2; ratios are decode tok/s over llama.cpp's in the same round; "
+      "others' load: cores other processes kept busy during the run (machine busy time minus the run's own CPU time)")
 print()
-print("| artifact | decode tok/s | prefill tok/s | decode vs llama.cpp q4_0 | decode vs llama.cpp f32 |")
-print("|---|---|---|---|---|")
+print("| artifact | decode tok/s | prefill tok/s | decode vs llama.cpp q4_0 | decode vs llama.cpp f32 | others' load (cores) |")
+print("|---|---|---|---|---|---|")
 for key in [("ours", "fp32"), ("ours", "int4"), ("ours", "int4-fused"), ("llama", "f32"), ("llama", "q4_0")]:
     print(f"| {labels[key]} | {pair(key, 0, '{:.1f}')} | {pair(key, 1, '{:.0f}')} | "
-          f"{ratio(key, ('llama', 'q4_0'))} | {ratio(key, ('llama', 'f32'))} |")
+          f"{ratio(key, ('llama', 'q4_0'))} | {ratio(key, ('llama', 'f32'))} | {pair(key, 2, '{:.2f}')} |")
 PY

@@ -1,5 +1,5 @@
 // llama.cpp as a speed peer: runs a GGUF (tools/gguf_export.py) on the CPU through node-llama-cpp's prebuilt
-// llama.cpp libraries (tools/llamacpp/package.json; install with `npm ci --prefix tools/llamacpp`).
+// llama.cpp libraries (tools/llamacpp/package.json; install with `npm install --prefix tools/llamacpp --omit=optional`).
 // A measuring tool, not part of onnxmoe; nothing in the test suite uses it.
 //
 //   node tools/bench_llamacpp.mjs bench MODEL.gguf [--threads 2] [--prompt-len 128] [--gen 32] [--repeat 3] [--warmup 1]
@@ -30,9 +30,10 @@ function parseArgs(argv) {
         if (!key || rest[i + 1] === undefined) fail(`unknown or incomplete option ${rest[i]}`);
         opts[key] = rest[i + 1];
     }
-    for (const k of ["threads", "promptLen", "gen", "repeat", "warmup"]) {
+    for (const [flag, k] of Object.entries(names).filter(([, k]) => ["threads", "promptLen", "gen", "repeat", "warmup"].includes(k))) {
         const v = Number(opts[k]);
-        if (!Number.isInteger(v) || v < (k === "warmup" ? 0 : 1)) fail(`--${k} must be a positive integer, got ${opts[k]}`);
+        const least = k === "warmup" ? 0 : 1;
+        if (!Number.isInteger(v) || v < least) fail(`${flag} must be an integer >= ${least}, got ${opts[k]}`);
         opts[k] = v;
     }
     if (!["auto", "on", "off"].includes(opts.flashAttention)) fail(`--flash-attention must be auto, on or off`);
@@ -48,7 +49,7 @@ function parseArgs(argv) {
 async function loadLlamaCpp() {
     const here = path.dirname(fileURLToPath(import.meta.url));
     const entry = path.join(here, "llamacpp", "node_modules", "node-llama-cpp", "dist", "index.js");
-    if (!fs.existsSync(entry)) fail(`${entry} is missing: run \`npm ci --prefix tools/llamacpp\``);
+    if (!fs.existsSync(entry)) fail(`${entry} is missing: run \`npm install --prefix tools/llamacpp --omit=optional\``);
     return import(pathToFileURL(entry).href);
 }
 
@@ -69,6 +70,7 @@ async function main() {
         fail(`${modelPath}: llama.cpp cannot load it (${e.message})`);
     }
     const vocab = model.fileInfo.metadata.tokenizer.ggml.tokens.length;
+    if (command === "logits" && opts.ids.some(t => t >= vocab)) fail(`--ids: every id must be below the vocabulary size ${vocab}`);
     const promptLen = command === "logits" ? opts.ids.length : opts.promptLen;
     const contextSize = promptLen + (command === "logits" ? 1 : opts.gen + 1);
     const contextOptions = {
