@@ -163,7 +163,7 @@ def _kv_array(key: str, etype: int, values) -> bytes:
 
 
 def read_vocab(folder: str, vocab_size: int) -> Tuple[List[str], List[float], List[int], str]:
-    """Tokens, SentencePiece-style scores and llama.cpp token types for vocab_size ids.
+    """Tokens, SentencePiece-style scores and llama.cpp token types for vocab_size ids, and where they came from.
 
     From tokenizer.json (BPE): score = -(rank of the merge that makes the token), so llama.cpp's
     score-ordered merging follows the BPE ranks. Ids past the tokenizer's vocabulary (a checkpoint
@@ -202,16 +202,18 @@ def read_vocab(folder: str, vocab_size: int) -> Tuple[List[str], List[float], Li
             else:
                 types[i] = TOKEN_NORMAL
             scores[i] = -float(ranks[text]) - 1.0 if text in ranks else 0.0
-        source = "tokenizer.json"
+        source = f"{len(entries)} tokens from tokenizer.json"
     else:
         base = ["<unk>", "<s>", "</s>"] + [f"<0x{b:02X}>" for b in range(256)]
         for i, text in enumerate(base[:vocab_size]):
             tokens[i] = text
             types[i] = TOKEN_UNKNOWN if i == 0 else TOKEN_CONTROL if i < 3 else TOKEN_BYTE
-        source = "placeholder"
-    for i in range(vocab_size):
-        if tokens[i] is None:
-            tokens[i] = f"<placeholder_{i}>"
+        source = "no tokenizer.json"
+    missing = [i for i in range(vocab_size) if tokens[i] is None]
+    for i in missing:
+        tokens[i] = f"<placeholder_{i}>"
+    if missing:
+        source += f", {len(missing)} placeholder tokens"
     return tokens, scores, types, source
 
 
@@ -289,9 +291,10 @@ def plan(folder: str, qtype: str) -> Tuple[dict, dict, List[PlannedTensor]]:
     return cfg, index, tensors
 
 
-def metadata(folder: str, cfg: dict, qtype: str) -> bytes:
+def metadata(folder: str, cfg: dict, qtype: str) -> Tuple[bytes, str]:
+    """The metadata key/value section (with its count) and where the vocabulary came from."""
     spec = spec_from_config(cfg)
-    tokens, scores, types, _ = read_vocab(folder, spec.vocab_size)
+    tokens, scores, types, vocab_source = read_vocab(folder, spec.vocab_size)
     a = "llama"
     kvs = [
         _kv("general.architecture", _STRING, a),
@@ -324,7 +327,7 @@ def metadata(folder: str, cfg: dict, qtype: str) -> bytes:
     ]
     if qtype != "f32":
         kvs.append(_kv("general.quantization_version", _U32, 2))
-    return struct.pack("<Q", len(kvs)) + b"".join(kvs)
+    return struct.pack("<Q", len(kvs)) + b"".join(kvs), vocab_source
 
 
 def _pad(n: int) -> int:
@@ -333,7 +336,7 @@ def _pad(n: int) -> int:
 
 def export(folder: str, out: str, qtype: str, log=print) -> None:
     cfg, index, tensors = plan(folder, qtype)
-    kv_bytes = metadata(folder, cfg, qtype)
+    kv_bytes, vocab_source = metadata(folder, cfg, qtype)
     infos = []
     offset = 0
     for t in tensors:
@@ -364,7 +367,7 @@ def export(folder: str, out: str, qtype: str, log=print) -> None:
     for t in tensors:
         counts[TYPE_NAMES[t.ggml_type]] = counts.get(TYPE_NAMES[t.ggml_type], 0) + 1
     log(f"wrote {out}: {len(tensors)} tensors ({', '.join(f'{n} {k}' for k, n in sorted(counts.items()))}), "
-        f"{os.path.getsize(out)} bytes")
+        f"{os.path.getsize(out)} bytes; vocabulary: {vocab_source}")
 
 
 def main(argv: Optional[List[str]] = None) -> int:

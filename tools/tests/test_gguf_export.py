@@ -174,6 +174,20 @@ class GgufFileTests(unittest.TestCase):
         with open(again, "rb") as a, open(self.files["q4_0"], "rb") as b:
             self.assertEqual(a.read(), b.read())
 
+    def test_vocabulary_without_tokenizer_or_larger_than_it(self):
+        tokens, _, types, source = gx.read_vocab(self.tmp, 300)      # no tokenizer.json here
+        self.assertEqual((tokens[2], tokens[3 + 0x41], tokens[299]), ("</s>", "<0x41>", "<placeholder_299>"))
+        self.assertEqual((types[0], types[3], types[299]), (gx.TOKEN_UNKNOWN, gx.TOKEN_BYTE, gx.TOKEN_UNUSED))
+        self.assertIn("no tokenizer.json", source)
+        tokens, scores, types, source = gx.read_vocab(TINY, self.cfg["vocab_size"] + 10)
+        self.assertEqual(tokens[-1], f"<placeholder_{self.cfg['vocab_size'] + 9}>")
+        self.assertIn("10 placeholder tokens", source)
+        with open(os.path.join(TINY, "tokenizer.json"), encoding="utf-8") as f:
+            model = json.load(f)["model"]
+        first = model["merges"][0]
+        merged = "".join(first.split(" ") if isinstance(first, str) else first)
+        self.assertEqual(scores[model["vocab"][merged]], -1.0)        # the first merge scores highest
+
     def test_bad_input_is_one_line_and_no_file(self):
         bad = os.path.join(self.tmp, "bad")
         shutil.copytree(TINY, bad)
