@@ -15,6 +15,7 @@ internal static class CommandCatalog
         DiffCommand.Create(),
         VerifyCommand.Create(),
         BenchCommand.Create(),
+        ReportCommand.Create(),
         InspectCommand.Create(),
         RecipesCommand.Create(),
         PassesCommand.Create(),

@@ -67,6 +67,8 @@ public static class DecoderLowering
                 NumAttentionHeads = spec.NumAttentionHeads,
                 NumKeyValueHeads = spec.NumKeyValueHeads,
                 HeadDim = spec.HeadDim,
+                RopeTheta = spec.RopeTheta,
+                MaxPositionEmbeddings = spec.ContextLength,
                 ComputeType = dt.Name(),
             };
             var inputIds = b.AddInput("input_ids", DataType.Int64, "batch_size", "sequence_length");
@@ -86,6 +88,7 @@ public static class DecoderLowering
             structure.EmbeddingOutput = h.Name;
             BuildRotary(positionIds);
             BuildMask(inputIds, attentionMask);
+            structure.AttentionBias = _mask.Name;
 
             var presents = new List<(Value K, Value V)>();
             for (int i = 0; i < spec.NumLayers; i++)
@@ -149,8 +152,7 @@ public static class DecoderLowering
         {
             using var _ = b.PushScope("model/rotary_emb");
             int half = spec.HeadDim / 2;
-            var invFreq = new float[half];
-            for (int j = 0; j < half; j++) invFreq[j] = 1f / MathF.Pow((float)spec.RopeTheta, (float)(2 * j) / spec.HeadDim);
+            var invFreq = DecoderStructure.RotaryInverseFrequencies(spec.RopeTheta, spec.HeadDim);
             var pos = b.Unsqueeze(b.Cast(positionIds, DataType.Float), -1);                       // [B,S,1]
             var freqs = b.Mul(pos, b.Constant(InMemoryTensor.FromFloats([half], invFreq)));      // [B,S,D/2]
             var emb = b.Concat(-1, freqs, freqs);                                                 // [B,S,D]
@@ -196,7 +198,7 @@ public static class DecoderLowering
 
             Value xn;
             using (b.PushScope("input_layernorm")) xn = RmsNorm(h, Get(fam.InputNorm(i), spec.HiddenSize), fam.InputNorm(i));
-            var (attn, present) = Attention(i, xn, past);
+            var (attn, present) = Attention(i, xn, past, block.Attention);
             Value hAttn;
             using (b.PushScope("residual_attn")) hAttn = b.Add(h, attn);
             block.Attention.ResidualAdd = hAttn.Producer!.Name;
@@ -230,7 +232,7 @@ public static class DecoderLowering
             return (block, hOut, present);
         }
 
-        private (Value, (Value K, Value V)) Attention(int i, Value x, (Value K, Value V) past)
+        private (Value, (Value K, Value V)) Attention(int i, Value x, (Value K, Value V) past, AttentionStructure info)
         {
             using var _ = b.PushScope("attn");
             int H = spec.HiddenSize, nH = spec.NumAttentionHeads, kvH = spec.NumKeyValueHeads, D = spec.HeadDim;
@@ -264,6 +266,7 @@ public static class DecoderLowering
                 using (b.PushScope("q_norm")) q = RmsNorm(q, Get(fam.QNorm(i), D), fam.QNorm(i));
                 using (b.PushScope("k_norm")) k = RmsNorm(k, Get(fam.KNorm(i), D), fam.KNorm(i));
             }
+            (info.QueryHeads, info.KeyHeads, info.ValueHeads) = (q.Name, k.Name, v.Name);
             q = b.Transpose(q, 0, 2, 1, 3);                                                       // [B,nH,S,D]
             k = b.Transpose(k, 0, 2, 1, 3);                                                       // [B,kvH,S,D]
             v = b.Transpose(v, 0, 2, 1, 3);
@@ -289,6 +292,7 @@ public static class DecoderLowering
                 var heads = b.Transpose(b.Reshape(out5, 0, nH, -1, D), 0, 2, 1, 3);               // [B,S,nH,D]
                 ctx = b.Reshape(heads, 0, 0, nH * D);
             }
+            info.Context = ctx.Name;
             Value o;
             using (b.PushScope("o_proj")) o = Linear(ctx, fam.Attention(i, 'o'), H, nH * D, spec.OutputBias ? fam.Attention(i, 'o', "bias") : null);
             return (o, (presentK, presentV));

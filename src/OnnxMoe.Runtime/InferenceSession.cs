@@ -16,6 +16,7 @@ public sealed class InferenceSession : IDisposable
     private readonly HashSet<string> _outputNames;
     private readonly IReadOnlyList<ExternalDataFile> _ownedData;
     private bool _disposed;
+    private bool _profiling;
 
     /// <summary>Loads <paramref name="modelPath"/>; throws <see cref="OrtException"/> with ORT's message when it cannot.</summary>
     public InferenceSession(string modelPath, SessionConfig? config = null)
@@ -61,6 +62,7 @@ public sealed class InferenceSession : IDisposable
         _inputNames = new HashSet<string>(_session.InputNames, StringComparer.Ordinal);
         _outputNames = new HashSet<string>(_session.OutputNames, StringComparer.Ordinal);
         Device = config.Device;
+        _profiling = config.ProfilePrefix is not null;
     }
 
     /// <summary>The model file's full path, or the display name of an in-memory model.</summary>
@@ -70,6 +72,9 @@ public sealed class InferenceSession : IDisposable
     public IReadOnlyList<TensorInfo> Outputs { get; }
     public IEnumerable<string> InputNames => Inputs.Select(i => i.Name);
     public IEnumerable<string> OutputNames => Outputs.Select(o => o.Name);
+
+    /// <summary>The model's metadata_props (e.g. onnxmoe.structure).</summary>
+    public IReadOnlyDictionary<string, string> CustomMetadata => _session.ModelMetadata.CustomMetadataMap;
 
     /// <summary>
     /// Runs the model. <paramref name="inputs"/> stay owned by the caller (they may be outputs of an earlier run,
@@ -130,6 +135,28 @@ public sealed class InferenceSession : IDisposable
     {
         using var result = Run(inputs, [outputName]);
         return result[0].ToArray<T>();
+    }
+
+    /// <summary>
+    /// Ends ORT's profiling (enabled by <see cref="SessionConfig.ProfilePrefix"/>) and returns the full path of the
+    /// profile it wrote; later runs are no longer recorded. Throws <see cref="InvalidOperationException"/> when the
+    /// session was created without profiling.
+    /// </summary>
+    public string EndProfiling()
+    {
+        ObjectDisposedException.ThrowIf(_disposed, this);
+        if (!_profiling) throw new InvalidOperationException($"session of {ModelPath} was created without profiling (SessionConfig.ProfilePrefix)");
+        string file;
+        try
+        {
+            file = _session.EndProfiling();
+        }
+        catch (Ort.OnnxRuntimeException e)
+        {
+            throw OrtException.From(e);
+        }
+        _profiling = false;
+        return Path.GetFullPath(file);
     }
 
     public void Dispose()

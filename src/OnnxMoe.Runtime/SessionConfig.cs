@@ -41,13 +41,19 @@ public sealed class SessionConfig
     /// <summary>Extra CUDA provider options (UpdateCUDAProviderOptions keys such as "gpu_mem_limit"); "device_id" comes from <see cref="CudaDeviceId"/>.</summary>
     public SortedDictionary<string, string> CudaProviderOptions { get; } = new(StringComparer.Ordinal);
 
-    /// <summary>Parses a device name as the CLI's <c>--device</c> takes it: "cpu" or "cuda" (case-insensitive).</summary>
+    /// <summary>
+    /// Path prefix of ORT's profile (chrome-trace JSON with one event per node run); null = no profiling. ORT writes
+    /// <c>{prefix}_{date_time}.json</c> when the session's profiling ends (<see cref="InferenceSession.EndProfiling"/>).
+    /// </summary>
+    public string? ProfilePrefix { get; set; }
+
     /// <summary>A copy with <paramref name="entries"/> added to (or replacing) the config entries.</summary>
     public SessionConfig With(params (string Key, string Value)[] entries)
     {
         var copy = new SessionConfig
         {
             IntraOpThreads = IntraOpThreads, InterOpThreads = InterOpThreads, OptimizationLevel = OptimizationLevel, Device = Device, CudaDeviceId = CudaDeviceId,
+            ProfilePrefix = ProfilePrefix,
         };
         foreach (var (k, v) in ConfigEntries) copy.ConfigEntries[k] = v;
         foreach (var (k, v) in CudaProviderOptions) copy.CudaProviderOptions[k] = v;
@@ -55,6 +61,7 @@ public sealed class SessionConfig
         return copy;
     }
 
+    /// <summary>Parses a device name as the CLI's <c>--device</c> takes it: "cpu" or "cuda" (case-insensitive).</summary>
     public static ExecutionDevice ParseDevice(string text) => text.Trim().ToLowerInvariant() switch
     {
         "cpu" => ExecutionDevice.Cpu,
@@ -76,6 +83,12 @@ public sealed class SessionConfig
             if (IntraOpThreads > 0) options.IntraOpNumThreads = IntraOpThreads;
             if (InterOpThreads > 0) options.InterOpNumThreads = InterOpThreads;
             foreach (var (key, value) in ConfigEntries) options.AddSessionConfigEntry(key, value);
+            if (ProfilePrefix is not null)
+            {
+                // The binding reads the prefix when profiling is switched on, so it is set first.
+                options.ProfileOutputPathPrefix = ProfilePrefix;
+                options.EnableProfiling = true;
+            }
             if (Device == ExecutionDevice.Cuda) AppendCuda(options);
             return options;
         }

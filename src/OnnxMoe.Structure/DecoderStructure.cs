@@ -25,16 +25,30 @@ public sealed class DecoderStructure
     public int NumAttentionHeads { get; set; }
     public int NumKeyValueHeads { get; set; }
     public int HeadDim { get; set; }
+    /// <summary>RoPE base (config rope_theta); 0 in structures written before it was recorded.</summary>
+    public double RopeTheta { get; set; }
+    /// <summary>Longest position the model was configured for (config max_position_embeddings): the rows of fused RoPE caches.</summary>
+    public int MaxPositionEmbeddings { get; set; }
     /// <summary>Activation and KV-cache element type of the graph: "f32" or "f16".</summary>
     public string ComputeType { get; set; } = "f32";
     /// <summary>Value: residual stream entering the first block (embedding output).</summary>
     public string EmbeddingOutput { get; set; } = "";
     /// <summary>Node name of the final RMSNorm's first node; its input 0 is the last block's output.</summary>
     public string FinalNormInputNode { get; set; } = "";
+    /// <summary>Value: the additive f32 attention bias [B,1,1,S,T] (causal and attention_mask) every block's attention adds.</summary>
+    public string? AttentionBias { get; set; }
     /// <summary>Decoder blocks in execution order.</summary>
     public List<BlockStructure> Blocks { get; set; } = new();
 
     public int NumLayers => Blocks.Count;
+
+    /// <summary>RoPE inverse frequencies 1 / theta^(2j / D), j &lt; D/2, in f32 as the lowering and the fused caches compute them.</summary>
+    public static float[] RotaryInverseFrequencies(double theta, int headDim)
+    {
+        var invFreq = new float[headDim / 2];
+        for (int j = 0; j < invFreq.Length; j++) invFreq[j] = 1f / MathF.Pow((float)theta, (float)(2 * j) / headDim);
+        return invFreq;
+    }
 
     private static readonly JsonSerializerOptions Options = new()
     {
@@ -129,6 +143,16 @@ public sealed class AttentionStructure
     public string ResidualAdd { get; set; } = "";
     /// <summary>Value: residual stream after attention (the h that enters the post-attention norm).</summary>
     public string Output { get; set; } = "";
+    /// <summary>Values [B,S,heads,D]: queries, keys and values after projection (and q/k norm, clip) before RoPE, in the standard form.</summary>
+    public string? QueryHeads { get; set; }
+    public string? KeyHeads { get; set; }
+    public string? ValueHeads { get; set; }
+    /// <summary>Value [B,S,heads*D]: the attention context entering o_proj.</summary>
+    public string? Context { get; set; }
+    /// <summary>Node: the com.microsoft GroupQueryAttention node this block's attention was fused into (pass fuse); null in the
+    /// standard form. Fused, RoPE is two RotaryEmbedding nodes and the KV cache lives in the node (present = past + new, or one
+    /// shared buffer of the maximum length when the caller binds the same buffer to past and present).</summary>
+    public string? FusedNode { get; set; }
 }
 
 [JsonConverter(typeof(JsonStringEnumConverter<FfnKind>))]

@@ -17,6 +17,13 @@ internal static class CompileCommand
         var calibration = new Option<string?>("--calibration") { Description = "Calibration text file for passes that score the model (default: the recipe's, else models/data/kjv-calibration.txt)." };
         var samples = new Option<int?>("--samples") { Description = "Calibration samples (default: the recipe's, else 128 as in the paper)." };
         var seqLen = new Option<int?>("--seq-len") { Description = "Tokens per calibration sample (default: the recipe's, else 2048 as in the paper)." };
+        var fuse = new Option<string>("--fuse")
+        {
+            Description = "on (default): end the pipeline with pass `fuse` (ONNX Runtime's fused MoE/QMoE, RotaryEmbedding and GroupQueryAttention ops, " +
+                          "measured faster on CPU; genai_config.json then shares the KV buffer); off: standard ONNX ops only.",
+            DefaultValueFactory = _ => "on",
+        };
+        fuse.AcceptOnlyFromAmong("on", "off");
         var overwrite = new Option<bool>("--overwrite") { Description = "Replace an existing output folder (only once the new one is complete)." };
         var printIr = new Option<bool>("--print-ir-after-change") { Description = "Print the IR text after every pass that changed the model (stderr)." };
         var verifyOrt = new Option<bool>("--verify-ort") { Description = "After every pass that changed the model, also check that ONNX Runtime loads it (an in-memory session; slow for big models)." };
@@ -32,7 +39,7 @@ internal static class CompileCommand
             "Examples:\n  onnxmoe compile models/tiny-mixtral -o out/tiny-mixtral\n  onnxmoe compile models/tiny-mixtral -o out/tiny-mixtral-bd-awq --recipe block-drop-awq\n" +
             "  onnxmoe compile ckpt -o out --pipeline \"drop-blocks{blocks=3,7},quantize-int4{method=rtn,block-size=32}\"")
         {
-            checkpoint, output, dtype, pipeline, recipe, calibration, samples, seqLen, overwrite, printIr, verifyOrt, verbose, json, device, threads, calibrationMemory,
+            checkpoint, output, dtype, pipeline, recipe, calibration, samples, seqLen, fuse, overwrite, printIr, verifyOrt, verbose, json, device, threads, calibrationMemory,
         };
         command.SetAction(parse =>
         {
@@ -48,6 +55,7 @@ internal static class CompileCommand
                 CalibrationText = parse.GetValue(calibration),
                 WeightType = CompileRequest.ParseDType(parse.GetValue(dtype)!),
                 Overwrite = parse.GetValue(overwrite),
+                Fuse = parse.GetValue(fuse) == "on",
                 Session = CommonOptions.SessionConfig(parse.GetValue(device)!, parse.GetValue(threads)),
                 CalibrationMemory = CommonOptions.ParseSize(parse.GetValue(calibrationMemory), "--calibration-memory"),
                 VerifyOrt = parse.GetValue(verifyOrt),

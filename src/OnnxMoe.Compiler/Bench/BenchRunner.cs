@@ -6,7 +6,9 @@ using System.Text.Json.Serialization;
 using OnnxMoe.Inference.Generation;
 using OnnxMoe.Inference.Models;
 using OnnxMoe.Ir;
+using OnnxMoe.Onnx;
 using OnnxMoe.Runtime;
+using OnnxMoe.Structure;
 
 namespace OnnxMoe.Compiler.Bench;
 
@@ -56,6 +58,18 @@ public sealed record BenchOptions
     public SessionConfig? Session { get; init; }
     /// <summary>Engines each folder is measured with, in row order.</summary>
     public IReadOnlyList<BenchEngine> Engines { get; init; } = [BenchEngine.Ort];
+    /// <summary>Folder for ORT's profile of each model (ort engine; a second session runs the same schedule profiled); null = no profiling.</summary>
+    public string? ProfileDirectory { get; init; }
+    /// <summary>Op types listed per phase in the profile table.</summary>
+    public int ProfileTopOps { get; init; } = 12;
+    /// <summary>Buffer of the read-bandwidth probe run before each model (see <see cref="ReadBandwidth"/>).</summary>
+    public long BandwidthBufferBytes { get; init; } = ReadBandwidth.DefaultBufferBytes;
+
+    /// <summary>Context length the bound charges the KV cache at: the median decode step's (prompt + half the generated tokens).</summary>
+    public int BoundContextLength => PromptLength + GenerateTokens / 2;
+
+    /// <summary>Threads of the bandwidth probe: the session's intra-op threads, or every logical processor when ORT chooses.</summary>
+    public int BandwidthThreads => Session is { IntraOpThreads: > 0 } s ? s.IntraOpThreads : Environment.ProcessorCount;
 
     public void Validate()
     {
@@ -66,6 +80,10 @@ public sealed record BenchOptions
         if (WarmupRuns < 0) throw new UserErrorException($"warm-up runs must be 0 or more, got {WarmupRuns}");
         if (Engines.Count == 0) throw new UserErrorException("--engine needs at least one engine");
         if (Engines.Contains(BenchEngine.GenAi) && Batch != 1) throw new UserErrorException($"--engine genai measures batch 1 only, got --batch {Batch}");
+        if (ProfileDirectory is not null && !Engines.Contains(BenchEngine.Ort))
+            throw new UserErrorException("--profile records ORT's profile of the ort engine; add ort to --engine");
+        if (ProfileTopOps < 1) throw new UserErrorException($"profile top ops must be at least 1, got {ProfileTopOps}");
+        if (BandwidthBufferBytes < 1L << 20) throw new UserErrorException($"bandwidth buffer must be at least 1 MiB, got {BandwidthBufferBytes} bytes");
         if (Engines.Contains(BenchEngine.GenAi) && Session?.Device == ExecutionDevice.Cuda)
             throw new UserErrorException("--engine genai runs on the CPU here (the provider comes from genai_config.json); drop --device cuda");
     }
@@ -100,6 +118,24 @@ public sealed record BenchModelResult(
 {
     /// <summary>The engine that ran the model (<see cref="BenchEngines.Name"/>).</summary>
     public string Engine { get; init; } = "ort";
+    /// <summary>The lower bound on a decode step from the bytes it reads; null on CUDA and when the graph has no onnxmoe structure.</summary>
+    public DecodeBound? Bound { get; init; }
+    /// <summary>ORT's profile of a second session that ran the same schedule (with --profile, ort engine); the profiler's cost is in its runs only.</summary>
+    public BenchProfile? Profile { get; init; }
+}
+
+/// <summary>
+/// A decode step's lower bound: <see cref="BytesPerStep"/> (see <see cref="DecodeTraffic"/>, KV cache at
+/// <see cref="ContextLength"/>) over the read bandwidth measured in this process just before the model was measured.
+/// </summary>
+public sealed record DecodeBound(DecodeTraffic Traffic, int ContextLength, double BytesPerStep, ReadBandwidth Bandwidth, double BoundMsPerToken, double MeasuredOverBound)
+{
+    public static DecodeBound Of(DecodeTraffic traffic, ReadBandwidth bandwidth, BenchOptions options, double measuredMsPerStep)
+    {
+        double bytes = traffic.BytesPerStep(options.BoundContextLength, options.Batch);
+        double ms = bytes / bandwidth.BytesPerSecond * 1e3;
+        return new DecodeBound(traffic, options.BoundContextLength, bytes, bandwidth, ms, measuredMsPerStep / ms);
+    }
 }
 
 /// <summary>A result with ratios against the baseline (the first model): speedups (higher is better) and size/memory ratios (lower is better).</summary>
@@ -129,7 +165,8 @@ public sealed class BenchReport
     public string ToTable()
     {
         var inv = CultureInfo.InvariantCulture;
-        var header = new[] { "model", "engine", "file MB", "prefill tok/s", "decode tok/s", "ms/token", "peak RSS MB", "prefill x", "decode x", "memory x", "size x" };
+        var header = new[] { "model", "engine", "file MB", "prefill tok/s", "decode tok/s", "ms/token", "peak RSS MB", "prefill x", "decode x", "memory x", "size x",
+            "MB/token", "GB/s", "bound ms", "measured/bound" };
         var lines = Rows.Select(r => new[]
         {
             r.Result.Model,
@@ -143,6 +180,10 @@ public sealed class BenchReport
             r.DecodeSpeedup.ToString("F2", inv),
             r.MemoryRatio.ToString("F2", inv),
             r.FileSizeRatio.ToString("F2", inv),
+            r.Result.Bound is { } b ? (b.BytesPerStep / 1e6).ToString("F1", inv) : "-",
+            r.Result.Bound is { } b1 ? (b1.Bandwidth.BytesPerSecond / 1e9).ToString("F1", inv) : "-",
+            r.Result.Bound is { } b2 ? b2.BoundMsPerToken.ToString("F2", inv) : "-",
+            r.Result.Bound is { } b3 ? b3.MeasuredOverBound.ToString("F2", inv) : "-",
         }).ToList();
         var widths = header.Select((h, i) => Math.Max(h.Length, lines.Count == 0 ? 0 : lines.Max(l => l[i].Length))).ToArray();
         var sb = new StringBuilder();
@@ -150,7 +191,17 @@ public sealed class BenchReport
         foreach (var l in lines) sb.Append(string.Join("  ", l.Select((c, i) => i == 0 ? c.PadRight(widths[i]) : c.PadLeft(widths[i])))).Append('\n');
         sb.Append(CultureInfo.InvariantCulture, $"{Runtime}; batch {Options.Batch}, prompt {Options.PromptLength}, {Options.GenerateTokens} generated tokens, median of {Options.Repeats} repeats after {Options.WarmupRuns} warm-up; ratios vs {Rows[0].Result.Model} ({Rows[0].Result.Engine}); peak RSS = process peak minus RSS before loading the model");
         if (Rows.Any(r => !r.Result.PeakIsolated)) sb.Append(" (* peak not isolated: the kernel refused to reset it)");
-        return sb.Append('\n').ToString();
+        sb.Append('\n');
+        if (Rows.FirstOrDefault(r => r.Result.Bound is not null)?.Result.Bound is { } bound)
+            sb.Append(CultureInfo.InvariantCulture, $"bound = bytes a decode step reads at least (weights, top-k of the routed experts, one embedding row, KV cache at context {bound.ContextLength}) / read bandwidth " +
+                $"({bound.Bandwidth.Threads} threads, best of {bound.Bandwidth.Passes} passes over {bound.Bandwidth.BufferBytes / (1 << 20)} MiB, measured before each model)\n");
+        if (Rows.Any(r => r.Result.Bound is null))
+            sb.Append(Options.Session?.Device == ExecutionDevice.Cuda ? "bound columns \"-\": no bound on CUDA (the bandwidth probe reads host memory)\n" : "bound columns \"-\": the graph has no onnxmoe.structure metadata\n");
+        if (Rows.Any(r => r.Result.Profile is not null))
+            sb.Append("profiles: a second session per model ran the same schedule with ORT's profiler on (the table's timings are unprofiled; the profiler's cost shows as time between kernels)\n");
+        foreach (var r in Rows)
+            if (r.Result.Profile is { } profile) sb.Append('\n').Append(profile.ToTable(r.Result.Model, Options.ProfileTopOps));
+        return sb.ToString();
     }
 
     private static readonly JsonSerializerOptions Json = new()
@@ -160,7 +211,12 @@ public sealed class BenchReport
         NumberHandling = JsonNumberHandling.AllowNamedFloatingPointLiterals,
     };
 
-    public string ToJson() => JsonSerializer.Serialize(new { runtime = Runtime, options = new { Options.PromptLength, Options.GenerateTokens, Options.Batch, Options.Repeats, Options.WarmupRuns }, rows = Rows }, Json);
+    public string ToJson() => JsonSerializer.Serialize(new
+    {
+        runtime = Runtime,
+        options = new { Options.PromptLength, Options.GenerateTokens, Options.Batch, Options.Repeats, Options.WarmupRuns, Options.BoundContextLength, Options.ProfileDirectory },
+        rows = Rows,
+    }, Json);
 }
 
 /// <summary>
@@ -189,10 +245,14 @@ public sealed class BenchRunner
         var results = new List<BenchModelResult>();
         for (int i = 0; i < folders.Count; i++)
         {
+            // The probe reads host memory, so a bound is only given for the CPU.
+            var traffic = _options.Session?.Device == ExecutionDevice.Cuda ? null : Traffic(folders[i]);
             foreach (var engine in _options.Engines)
             {
                 _progress?.Invoke($"bench {names[i]} with {engine.Name()} ({i + 1}/{folders.Count})");
-                results.Add(engine == BenchEngine.GenAi ? GenAiBench.Measure(this, folders[i], names[i]) : Measure(folders[i], names[i]));
+                var bandwidth = traffic is null ? null : MeasureBandwidth();
+                var result = engine == BenchEngine.GenAi ? GenAiBench.Measure(this, folders[i], names[i]) : Measure(folders[i], names[i]);
+                results.Add(traffic is null ? result : result with { Bound = DecodeBound.Of(traffic, bandwidth!, _options, result.DecodeMedianMsPerToken) });
             }
         }
         string device = (_options.Session?.Device ?? ExecutionDevice.Cpu) == ExecutionDevice.Cuda ? "CUDA" : "CPU";
@@ -216,34 +276,85 @@ public sealed class BenchRunner
         ReleaseFreedMemory();
     }
 
-    /// <summary>Measures one folder (see <see cref="BenchModelResult"/>).</summary>
+    /// <summary>The folder's decode traffic, or null when its graph carries no onnxmoe structure.</summary>
+    private static DecodeTraffic? Traffic(ModelFolder folder)
+    {
+        var model = OnnxReader.Read(folder.ModelPath);
+        return DecoderStructure.TryRead(model) is null ? null : DecodeTraffic.Of(model);
+    }
+
+    private ReadBandwidth MeasureBandwidth()
+    {
+        var bandwidth = ReadBandwidth.Measure(_options.BandwidthBufferBytes, _options.BandwidthThreads);
+        _progress?.Invoke($"  read bandwidth {bandwidth.BytesPerSecond / 1e9:F1} GB/s ({bandwidth.Threads} threads)");
+        return bandwidth;
+    }
+
+    /// <summary>
+    /// Measures one folder (see <see cref="BenchModelResult"/>). With a profile folder, a second session then runs the
+    /// same schedule (warm-up and repeats) with ORT's profiler on, so the profiler's own cost stays out of the timings.
+    /// </summary>
     public BenchModelResult Measure(ModelFolder folder, string name)
     {
+        var session = _options.Session ?? new SessionConfig();
         ReleaseFreedMemory();
         bool isolated = PeakMemory.TryResetPeak();
         long before = PeakMemory.ResidentBytes;
         var load = Stopwatch.StartNew();
         var prefill = new List<double>();
         var decode = new List<double>();
-        using (var decoder = OrtDecoder.Open(folder, _options.Session))
+        BenchModelResult result;
+        using (var decoder = OrtDecoder.Open(folder, session))
         {
             double loadSeconds = load.Elapsed.TotalSeconds;
-            for (int run = 0; run < _options.WarmupRuns + _options.Repeats; run++)
+            RunSchedule(decoder, (p, d) =>
             {
-                bool measured = run >= _options.WarmupRuns;
-                var (p, d) = RunOnce(decoder);
-                if (!measured) continue;
                 prefill.Add(p);
                 decode.AddRange(d);
-                _progress?.Invoke($"  repeat {run - _options.WarmupRuns + 1}/{_options.Repeats}: prefill {p * 1e3:F1} ms, decode median {Median(d) * 1e3:F2} ms/token");
-            }
+                _progress?.Invoke($"  repeat {prefill.Count}/{_options.Repeats}: prefill {p * 1e3:F1} ms, decode median {Median(d) * 1e3:F2} ms/token");
+            });
             var memory = PeakMemory.Read();
             double prefillMedian = Median(prefill), decodeMedian = Median(decode);
-            return new BenchModelResult(name, folder.Directory, ModelFileBytes(folder), _options.PromptLength, _options.GenerateTokens, _options.Batch, _options.Repeats,
+            result = new BenchModelResult(name, folder.Directory, ModelFileBytes(folder), _options.PromptLength, _options.GenerateTokens, _options.Batch, _options.Repeats,
                 prefillMedian * 1e3, _options.Batch * _options.PromptLength / prefillMedian,
                 decodeMedian * 1e3, _options.Batch / decodeMedian,
                 memory.PeakResidentBytes, memory.PeakResidentBytes - before, isolated, loadSeconds);
         }
+        return _options.ProfileDirectory is { } directory ? result with { Profile = Profile(folder, name, session, directory) } : result;
+    }
+
+    /// <summary>The warm-up runs, then the repeats, each (prefill + decode); <paramref name="measured"/> gets each repeat's times in seconds.</summary>
+    private void RunSchedule(OrtDecoder decoder, Action<double, List<double>> measured)
+    {
+        for (int run = 0; run < _options.WarmupRuns + _options.Repeats; run++)
+        {
+            var (p, d) = RunOnce(decoder);
+            if (run >= _options.WarmupRuns) measured(p, d);
+        }
+    }
+
+    /// <summary>Runs the schedule in a profiled session and writes ORT's profile as <c>{directory}/{name}.ort-profile.json</c>.</summary>
+    private BenchProfile Profile(ModelFolder folder, string name, SessionConfig session, string directory)
+    {
+        _progress?.Invoke($"  profiling {name} (a second session, same schedule)");
+        System.IO.Directory.CreateDirectory(directory);
+        string fileName = string.Join("_", name.Split(Path.GetInvalidFileNameChars().Append('/').ToArray()));
+        string file = Path.GetFullPath(Path.Combine(directory, fileName + ".ort-profile.json"));
+        var profiled = session.With();
+        profiled.ProfilePrefix = Path.Combine(Path.GetDirectoryName(file)!, "." + fileName + ".tmp-" + Environment.ProcessId);
+        try
+        {
+            using var decoder = OrtDecoder.Open(folder, profiled);
+            RunSchedule(decoder, (_, _) => { });
+            File.Move(decoder.Session.EndProfiling(), file, overwrite: true);
+        }
+        finally
+        {
+            // A failed run leaves ORT's file (written when the session ends) under the hidden prefix: nothing half-written stays.
+            foreach (var left in System.IO.Directory.EnumerateFiles(Path.GetDirectoryName(profiled.ProfilePrefix)!, Path.GetFileName(profiled.ProfilePrefix) + "*"))
+                File.Delete(left);
+        }
+        return BenchProfile.Summarize(file, OrtProfileReader.Read(file), _options.WarmupRuns, _options.Repeats, _options.GenerateTokens);
     }
 
     /// <summary>The deterministic synthetic prompt: <paramref name="count"/> ids below <paramref name="vocab"/>.</summary>

@@ -106,7 +106,7 @@ public sealed class CompileJob
         foreach (var file in checkpoint.TokenizerFiles) File.Copy(file, Path.Combine(temp, Path.GetFileName(file)));
         // Passes rewrite the structure metadata (e.g. drop-blocks renumbers layers), so read it back from the model.
         var structure = Structure.DecoderStructure.TryRead(lowered.Model) ?? lowered.Structure;
-        File.WriteAllText(Path.Combine(temp, GenAiConfigFileName), GenAiConfigFactory.From(lowered.Spec, ModelFileName, structure.NumLayers).ToJson() + "\n");
+        File.WriteAllText(Path.Combine(temp, GenAiConfigFileName), GenAiConfigFactory.From(lowered.Spec, ModelFileName, structure).ToJson() + "\n");
 
         var report = new CompileReport
         {
@@ -245,10 +245,18 @@ public sealed record ParameterCounts(long Total, long Embedding, long Attention,
         long total = 0, embed = 0, attn = 0, norms = 0, router = 0, routed = 0, shared = 0, dense = 0, head = 0;
         foreach (var v in g.Initializers)
         {
-            if (v.Name.StartsWith('/') || v.ConstValue is not { } t) continue;
+            if (v.ConstValue is not { } t) continue;
             long n;
+            // Fused MoE layers (pass fuse): the stacked expert weights are fc1 (input 2) and fc2 (input 4 of MoE, 5 of QMoE),
+            // a QMoE's packed codes counting as their logical weights.
+            if (v.Uses.FirstOrDefault(u => u.Node.OpType is "MoE" or "QMoE" && u.Node.Domain == "com.microsoft") is { Node: not null } f)
+            {
+                if (f.Index != 2 && f.Index != (f.Node.OpType == "MoE" ? 4 : 5)) continue;
+                n = f.Node.OpType == "QMoE" ? t.ElementCount * 8 / f.Node.GetInt("expert_weight_bits", 4) : t.ElementCount;
+            }
+            else if (v.Name.StartsWith('/')) continue;
             // Quantized linears count their logical K x N weights (codes), not their packed bytes, scales or zero points.
-            if (v.Uses.FirstOrDefault(u => u.Node.OpType == "MatMulNBits") is { Node: not null } q)
+            else if (v.Uses.FirstOrDefault(u => u.Node.OpType == "MatMulNBits") is { Node: not null } q)
             {
                 if (q.Index != 1) continue;
                 n = q.Node.GetInt("K", 0) * q.Node.GetInt("N", 0);
@@ -262,7 +270,7 @@ public sealed record ParameterCounts(long Total, long Embedding, long Attention,
             else if (user.StartsWith("/lm_head/")) head += n;
             else if (user.Contains("/attn/")) attn += n;
             else if (user.Contains("/moe/router/")) router += n;
-            else if (user.Contains("/moe/experts.")) routed += n;
+            else if (user.Contains("/moe/experts")) routed += n;
             else if (user.Contains("/moe/shared_expert")) shared += n;
             else dense += n;
         }

@@ -174,12 +174,18 @@ public static class ModelFolderVerifier
                 Needs(_outputs.Keys.ToHashSet(StringComparer.Ordinal), b.Attention.PresentValue, "graph output", where);
                 Needs(nodes, b.Attention.ResidualAdd, "node", where);
                 Needs(values, b.Attention.Output, "value", where);
+                if (b.Attention.FusedNode is { } gqa) Needs(nodes, gqa, "node", where);
                 if (b.Ffn is not { } f) continue;
                 Needs(values, f.Input, "value", where);
                 Needs(values, f.Output, "value", where);
                 Needs(nodes, f.ResidualAdd, "node", where);
                 if (f.Moe is not { } m) continue;
                 Needs(nodes, m.RouterMatMul, "node", where);
+                if (m.FusedNode is { } fused)
+                {
+                    Needs(nodes, fused, "node", where);
+                    continue;
+                }
                 Needs(nodes, m.TopKNode, "node", where);
                 Needs(values, m.ExpertIdTable, "initializer", where);
             }

@@ -20,6 +20,8 @@ public sealed partial class OrtDecoder : IDecoder
     private readonly InferenceSession _session;
     private readonly bool _ownsSession;
     private readonly DataType _logitsType;
+    // ORT's GroupQueryAttention (fused attention) runs several new tokens after a KV cache only for one sequence at a time.
+    private readonly bool _rowByRowContinuation;
 
     public OrtDecoder(InferenceSession session, GenAiConfig? genAi = null, bool ownsSession = false)
     {
@@ -27,6 +29,8 @@ public sealed partial class OrtDecoder : IDecoder
         _ownsSession = ownsSession;
         Signature = ReadSignature(session, genAi);
         _logitsType = session.Outputs.First(o => o.Name == "logits").ElementType;
+        _rowByRowContinuation = session.CustomMetadata.TryGetValue(Structure.DecoderStructure.MetadataKey, out var json)
+            && Structure.DecoderStructure.FromJson(json).Blocks.Any(b => b.Attention.FusedNode != null);
     }
 
     /// <summary>Opens the folder's decoder in a new session (CPU unless <paramref name="config"/> says otherwise).</summary>
@@ -142,6 +146,8 @@ public sealed partial class OrtDecoder : IDecoder
             if (inputIds.Length != batch * sequenceLength) throw new ArgumentException("input_ids must be [batch, sequence]");
             if (attentionMask.Length != batch * total) throw new ArgumentException("attention_mask must be [batch, past + sequence]");
             if (positionIds.Length != batch * sequenceLength) throw new ArgumentException("position_ids must be [batch, sequence]");
+            if (_owner._rowByRowContinuation && batch > 1 && sequenceLength > 1 && PastLength > 0)
+                return ForwardRowByRow(inputIds, sequenceLength, attentionMask, positionIds);
 
             using var ids = OrtValue.CreateTensor<long>(inputIds.ToArray(), [batch, sequenceLength]);
             using var mask = OrtValue.CreateTensor<long>(attentionMask.ToArray(), [batch, total]);
@@ -177,6 +183,36 @@ public sealed partial class OrtDecoder : IDecoder
                     logits.ToFloatArray().CopyTo(_converted, 0);
                     break;
             }
+            return _converted;
+        }
+
+        /// <summary>Runs each row on its own (a one-row copy of its cache) and stacks the rows' presents and logits back.</summary>
+        private ReadOnlySpan<float> ForwardRowByRow(ReadOnlySpan<long> inputIds, int sequenceLength, ReadOnlySpan<long> attentionMask, ReadOnlySpan<long> positionIds)
+        {
+            int batch = BatchSize, total = PastLength + sequenceLength, vocab = _owner.VocabSize;
+            var s = _owner.Signature;
+            var logits = new float[(long)batch * sequenceLength * vocab];
+            var presents = _past.Select(_ => OrtValue.Allocate(s.CacheType, [batch, s.KeyValueHeads, total, s.HeadDim])).ToArray();
+            for (int b = 0; b < batch; b++)
+            {
+                using var row = (State)SelectRows([b]);
+                row.Forward(inputIds.Slice(b * sequenceLength, sequenceLength), sequenceLength,
+                    attentionMask.Slice(b * total, total), positionIds.Slice(b * sequenceLength, sequenceLength)).CopyTo(logits.AsSpan(b * sequenceLength * vocab));
+                for (int j = 0; j < _past.Length; j++)
+                {
+                    var bytes = row._past[j].GetBytes();
+                    bytes.CopyTo(presents[j].GetBytes().Slice(b * bytes.Length, bytes.Length));
+                }
+            }
+            for (int j = 0; j < _past.Length; j++)
+            {
+                _past[j].Dispose();
+                _past[j] = presents[j];
+            }
+            PastLength = total;
+            _last?.Dispose();
+            _last = null;
+            _converted = logits;
             return _converted;
         }
 

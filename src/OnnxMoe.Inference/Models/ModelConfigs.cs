@@ -32,7 +32,7 @@ public sealed record GenAiConfig
     public double? SearchTopP { get; init; }
     /// <summary>decoder.session_options.intra_op_num_threads; 0 lets ORT choose (one thread per physical core).</summary>
     public int? IntraOpNumThreads { get; init; }
-    /// <summary>search.past_present_share_buffer; our graphs grow the KV cache by Concat, so it must be false.</summary>
+    /// <summary>search.past_present_share_buffer: true only for fused attention (GroupQueryAttention); the standard form grows the KV cache by Concat.</summary>
     public bool? PastPresentShareBuffer { get; init; }
 
     public static GenAiConfig Load(string path)

@@ -7,15 +7,18 @@ namespace OnnxMoe.Passes.Fusion;
 /// <summary>
 /// Converts the decoder from the standard form (plain ONNX ops, what every other pass reads and rewrites) into
 /// ONNX Runtime's fused contrib ops, as the last step of a pipeline: each MoE layer's routed experts become one
-/// com.microsoft <c>MoE</c> node (float experts) or <c>QMoE</c> node (experts quantized by quantize-int4 with
-/// symmetric=true). A layer that a fused node cannot express keeps its standard ops, and the pass says why.
+/// com.microsoft <c>MoE</c> node (float experts) or <c>QMoE</c> node (experts quantized by quantize-int4); each block's
+/// RoPE, KV cache and attention become RotaryEmbedding + GroupQueryAttention; each RMSNorm becomes
+/// SimplifiedLayerNormalization. A layer that a fused node cannot express keeps its standard ops, and the pass says why.
 /// Passes that need the standard form (prune-experts, quantize-int4, AWQ) refuse a fused model: run them before fuse.
 /// </summary>
 public sealed class FusePass : Pass
 {
     public static readonly PassInfo Info = new("fuse",
-        "Rewrites each MoE layer into one com.microsoft MoE / QMoE node (run it last: later passes need the standard form).",
-        PassOption.Bool("moe", true, "fuse the routed experts of each MoE layer into MoE (float) or QMoE (symmetric int4/int8)"));
+        "Rewrites MoE layers into com.microsoft MoE / QMoE, attention into RotaryEmbedding + GroupQueryAttention, RMSNorms into SimplifiedLayerNormalization (run it last).",
+        PassOption.Bool("moe", true, "fuse the routed experts of each MoE layer into MoE (float experts) or QMoE (MatMulNBits experts)"),
+        PassOption.Bool("attention", true, "fuse RoPE, the KV cache and attention into RotaryEmbedding + GroupQueryAttention (KV cache shareable as one buffer)"),
+        PassOption.Bool("norm", true, "fuse each RMSNorm chain into one SimplifiedLayerNormalization"));
 
     public FusePass(PassOptions options) : base(Info, options)
     {
@@ -35,10 +38,33 @@ public sealed class FusePass : Pass
                 context.Info($"{Name}: layer {block.Index} keeps standard ops: {why}");
             }
         }
+        if (Options.GetBool("attention"))
+        {
+            var fusion = new AttentionFusion(surgery);
+            var blocks = surgery.Structure.Blocks.Where(b => b.Attention.FusedNode == null).ToList();
+            var cannot = blocks.Count == 0 ? null : fusion.CannotFuse();
+            if (cannot != null)
+            {
+                counters.Add("attention-not-fused", blocks.Count);
+                context.Info($"{Name}: attention keeps standard ops: {cannot}");
+            }
+            else if (blocks.Count > 0)
+            {
+                foreach (var block in blocks)
+                {
+                    var why = fusion.Fuse(block);
+                    if (why == null) continue;
+                    counters.Add("attention-not-fused");
+                    context.Info($"{Name}: layer {block.Index}'s attention keeps standard ops: {why}");
+                }
+                fusion.Finish();
+            }
+        }
+        if (Options.GetBool("norm")) NormFusion.Run(surgery);
         if (!counters.Any) return PassResult.Unchanged;
         if (model.GetOpset(MoeFusion.Domain) == null) model.SetOpset(MoeFusion.Domain, 1);
         surgery.Commit();
-        return PassResult.From(counters["moe-nodes"] + counters["qmoe-nodes"] > 0, counters);
+        return PassResult.From(counters["moe-nodes"] + counters["qmoe-nodes"] + counters["attention-fused"] + counters["norms-fused"] > 0, counters);
     }
 
     /// <summary>Throws when <paramref name="structure"/> has a fused MoE layer: <paramref name="passName"/> needs the standard form.</summary>

@@ -94,7 +94,7 @@ internal static class MoeFusion
         var accumulator = lastScatter.Outputs[0];
         if (accumulator.ElementType != type)
         {
-            var cast = new Node("", "Cast", [output], [new Value($"{fused.Name}/Cast/output_0", new TensorType(DataType.Float, flat.Shape!.ToArray()))], $"{fused.Name}/Cast");
+            var cast = new Node("", "Cast", [output], [new Value($"{fused.Name}/Cast/output_0", new TensorType(DataType.Float, flat.Shape?.ToArray()))], $"{fused.Name}/Cast");
             cast.SetAttribute(Attribute.Int("to", (long)DataType.Float));
             s.Graph.InsertBefore(lastScatter, cast);
             output = cast.Outputs[0];

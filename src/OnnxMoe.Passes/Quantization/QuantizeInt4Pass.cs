@@ -15,13 +15,16 @@ public sealed class QuantizeInt4Pass : Pass
         PassOption.Int("block-size", 128, "input channels per quantization block: a power of two in 16..256"),
         PassOption.Int("bits", 4, "bits per weight: 4 or 8"),
         PassOption.Bool("symmetric", false, "no zero points (codes centred on 2^(bits-1))"),
-        PassOption.Int("accuracy-level", 0, "MatMulNBits accuracy_level: 0 unset, 1 fp32, 2 fp16, 3 bf16, 4 int8 activations"),
+        PassOption.Int("accuracy-level", QuantizeInt4Options.DefaultAccuracyLevel, QuantizeInt4Options.AccuracyLevelDescription),
         PassOption.String("targets", "all", "which linear layers: comma list of experts, mlp, dense-mlp, attention, all"),
         PassOption.String("exclude", null, "node-name patterns kept in full precision, separated by ';' (default: routers, shared-expert gate, lm_head)"),
         PassOption.Int("grid", 20, "awq: scale ratios tried"),
         PassOption.Bool("duo-scaling", false, "awq: s = xbar^a / (wbar^(1-a) + 1e-4)"),
         PassOption.Bool("clip", true, "awq: per-row-per-block clip search"),
-        PassOption.String("sequential", "float", "awq: what each block's successor calibrates on: the block's float output, or its quantized output", "float", "quantized"));
+        PassOption.String("sequential", "float", "awq: what each block's successor calibrates on: the block's float output, or its quantized output", "float", "quantized"),
+        PassOption.Int("lm-head-bits", 0, "lm_head as MatMulNBits too, round to nearest at 8 or 4 bits (it is read whole for every token); 0 keeps it in full precision"));
+
+    private const string LmHeadPattern = "/lm_head/";
 
     public QuantizeInt4Pass(PassOptions options) : base(Info, options)
     {
@@ -48,6 +51,7 @@ public sealed class QuantizeInt4Pass : Pass
             _ = o.Format;
             if (o.AccuracyLevel is < 0 or > 4) throw new UserErrorException($"accuracy level {o.AccuracyLevel} is out of range 0..4");
             if (Options.GetInt("grid") is < 1 or > 1000) throw new UserErrorException($"grid {Options.GetInt("grid")} is out of range 1..1000");
+            if (Options.GetInt("lm-head-bits") is not (0 or 4 or 8)) throw new UserErrorException($"lm-head-bits {Options.GetInt("lm-head-bits")} must be 0, 4 or 8");
             return o;
         }
         catch (UserErrorException e) when (e is not PassException)
@@ -97,6 +101,30 @@ public sealed class QuantizeInt4Pass : Pass
         }
         foreach (var s in result.Skipped) context.Info($"quantize-int4: kept {s.NodeName} in full precision: {s.Reason}");
         var counters = new CounterSet();
+        if (Options.GetInt("lm-head-bits") is int headBits and > 0)
+        {
+            // lm_head alone: the "other" linear layers with the default exclusions except lm_head's (routers, shared-expert gate).
+            var headOptions = options with
+            {
+                Method = QuantizationMethod.Rtn,
+                AwqScaling = null,
+                Bits = headBits,
+                Targets = QuantizeTargets.Other,
+                Exclude = [.. options.Exclude.Where(p => p != LmHeadPattern), .. QuantizeInt4Options.DefaultExclude.Where(p => p != LmHeadPattern)],
+            };
+            QuantizeInt4Result head;
+            try
+            {
+                head = new QuantizeInt4Rewrite(headOptions).Apply(model);
+            }
+            catch (InvalidDataException e)
+            {
+                throw new PassException(Name, e.Message);
+            }
+            counters.Add("lm-head-quantized", head.MatMulsQuantized);
+            counters.Add("bytes-before", head.BytesBefore);
+            counters.Add("bytes-after", head.BytesAfter);
+        }
         counters.Add("matmuls-quantized", result.MatMulsQuantized);
         counters.Add("weights-quantized", result.WeightsQuantized);
         counters.Add("bytes-before", result.BytesBefore);

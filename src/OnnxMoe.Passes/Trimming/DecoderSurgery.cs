@@ -68,6 +68,13 @@ internal sealed class DecoderSurgery
     public Node NodeNamed(string name) =>
         TryNodeNamed(name) ?? throw new PassException(_passName, $"the model's structure metadata names node '{name}', which the graph does not have");
 
+    /// <summary>Forgets the name lookups (after renaming values or nodes).</summary>
+    public void InvalidateNames()
+    {
+        _nodes = null;
+        _values = null;
+    }
+
     /// <summary>The node named <paramref name="name"/>, or null when the graph has none.</summary>
     public Node? TryNodeNamed(string name)
     {

@@ -33,7 +33,7 @@ public sealed class BenchRunnerTests : IDisposable
         var fp32 = CompileTiny("fp32", "");
         var int4 = CompileTiny("int4", "quantize-int4{block-size=16}");
         var progress = new List<string>();
-        var report = new BenchRunner(new BenchOptions { PromptLength = 8, GenerateTokens = 4, Repeats = 2 }, progress.Add).Run([fp32, int4]);
+        var report = new BenchRunner(new BenchOptions { PromptLength = 8, GenerateTokens = 4, Repeats = 2, BandwidthBufferBytes = 16L << 20 }, progress.Add).Run([fp32, int4]);
 
         Assert.Equal(["fp32", "int4"], report.Rows.Select(r => r.Result.Model));
         var baseRow = report.Rows[0];
@@ -51,13 +51,25 @@ public sealed class BenchRunnerTests : IDisposable
         Assert.True(report.Rows[1].FileSizeRatio < 1, "the int4 artifact should be smaller than the fp32 one");
         Assert.Equal(report.Rows[1].Result.DecodeTokensPerSecond / baseRow.Result.DecodeTokensPerSecond, report.Rows[1].DecodeSpeedup, 12);
         Assert.Contains(progress, p => p.Contains("repeat 2/2"));
+        foreach (var r in report.Rows)
+        {
+            var bound = r.Result.Bound!;
+            Assert.Equal(8 + 4 / 2, bound.ContextLength);
+            Assert.Equal(bound.Traffic.BytesPerStep(bound.ContextLength), bound.BytesPerStep, 9);
+            Assert.Equal(bound.BytesPerStep / bound.Bandwidth.BytesPerSecond * 1e3, bound.BoundMsPerToken, 9);
+            Assert.Equal(r.Result.DecodeMedianMsPerToken / bound.BoundMsPerToken, bound.MeasuredOverBound, 9);
+            Assert.Null(r.Result.Profile);
+        }
+        Assert.True(report.Rows[1].Result.Bound!.BytesPerStep < report.Rows[0].Result.Bound!.BytesPerStep / 2, "int4 reads fewer bytes per token");
 
         var table = report.ToTable();
         Assert.Contains("decode tok/s", table);
         Assert.Contains("int4", table);
+        Assert.Contains("measured/bound", table);
         using var json = JsonDocument.Parse(report.ToJson());
         Assert.Equal(2, json.RootElement.GetProperty("rows").GetArrayLength());
         Assert.True(json.RootElement.GetProperty("rows")[1].GetProperty("result").GetProperty("decode_tokens_per_second").GetDouble() > 0);
+        Assert.True(json.RootElement.GetProperty("rows")[1].GetProperty("result").GetProperty("bound").GetProperty("bound_ms_per_token").GetDouble() > 0);
     }
 
     [Fact]

@@ -26,7 +26,7 @@ public sealed class GenAiBenchTests : IDisposable
     public void Bench_engine_genai_gives_a_row_with_positive_tokens_per_second()
     {
         var folder = CompileTiny();
-        var r = CliRunner.Run("bench", folder, "--engine", "genai", "--prompt-len", "8", "--gen", "8", "--repeat", "2", "--json");
+        var r = CliRunner.Run("bench", folder, "--engine", "genai", "--prompt-len", "8", "--gen", "8", "--repeat", "2", "--bandwidth-buffer", "16MiB", "--json");
         Assert.True(r.ExitCode == 0, r.ToString());
         using var json = JsonDocument.Parse(r.Stdout);
         var rows = json.RootElement.GetProperty("rows");
@@ -42,7 +42,7 @@ public sealed class GenAiBenchTests : IDisposable
     public void Both_engines_give_rows_side_by_side_with_ratios_against_the_first()
     {
         var folder = CompileTiny();
-        var report = new BenchRunner(new BenchOptions { PromptLength = 8, GenerateTokens = 4, Repeats = 2, Engines = [BenchEngine.Ort, BenchEngine.GenAi] }).Run([folder]);
+        var report = new BenchRunner(new BenchOptions { PromptLength = 8, GenerateTokens = 4, Repeats = 2, Engines = [BenchEngine.Ort, BenchEngine.GenAi], BandwidthBufferBytes = 16L << 20 }).Run([folder]);
         Assert.Equal(["ort", "genai"], report.Rows.Select(r => r.Result.Engine));
         Assert.Equal(1.0, report.Rows[0].DecodeSpeedup, 12);
         Assert.Equal(report.Rows[1].Result.DecodeTokensPerSecond / report.Rows[0].Result.DecodeTokensPerSecond, report.Rows[1].DecodeSpeedup, 12);

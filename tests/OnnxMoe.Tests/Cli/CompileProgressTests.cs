@@ -36,7 +36,7 @@ public sealed class CompileProgressTests : IDisposable
         var model = OnnxReader.Read(Path.Combine(output, "model.onnx"));
         Assert.Equal(model.GetMetadata(PassManager.PipelineMetadataKey), report.Pipeline);
         Assert.Contains("quantize-int4{method=rtn,block-size=32,", report.Pipeline);   // defaults spelled out after the given options
-        Assert.Equal(["drop-blocks", "quantize-int4", "remove-unused", "dedupe-constants", "topo-sort"], report.Passes.Select(p => p.Name));
+        Assert.Equal(["drop-blocks", "quantize-int4", "remove-unused", "dedupe-constants", "topo-sort", "fuse"], report.Passes.Select(p => p.Name));
         Assert.All(report.Passes, p => Assert.StartsWith(p.Name, p.Options));
         Assert.Contains("bits=4", report.Passes[1].Options);
         Assert.True(report.Passes[0].Changed);
@@ -46,13 +46,13 @@ public sealed class CompileProgressTests : IDisposable
 
         var json = JsonNode.Parse(File.ReadAllText(Path.Combine(output, "compile_report.json")))!;
         Assert.Equal(report.Pipeline, (string?)json["pipeline"]);
-        Assert.Equal(5, json["passes"]!.AsArray().Count);
+        Assert.Equal(6, json["passes"]!.AsArray().Count);   // the pipeline's 5 and the fuse the compile ends with
         Assert.Null(json["timings"]);   // wall-clock figures stay out of the folder (same compile, same bytes); the returned report has them
         Assert.All(json["passes"]!.AsArray(), p => Assert.Null(p!["seconds"]));
 
         var starts = progress.Events.Where(e => e.StartsWith("start ")).ToList();
         Assert.Equal("start lowering", starts[0]);
-        Assert.Equal("start pass 1/5 drop-blocks", starts[1]);
+        Assert.Equal("start pass 1/6 drop-blocks", starts[1]);
         Assert.Contains("detail " + report.Passes[1].Options, progress.Events);   // the canonical invocation, for --verbose
         Assert.Equal("start writing", starts[^1]);
         Assert.Equal(starts.Count, progress.Events.Count(e => e.StartsWith("end ")));
@@ -69,7 +69,7 @@ public sealed class CompileProgressTests : IDisposable
         var lines = r.Stderr.Split('\n', StringSplitOptions.RemoveEmptyEntries);
         Assert.InRange(lines.Length, 5, 20);
         Assert.Contains(lines, l => l.StartsWith("writing: done in "));
-        Assert.Contains(lines, l => l.StartsWith("pass 2/5 quantize-int4: done in ") && l.Contains("matmuls-quantized="));
+        Assert.Contains(lines, l => l.StartsWith("pass 2/6 quantize-int4: done in ") && l.Contains("matmuls-quantized="));
         Assert.DoesNotContain("\u001b[", r.Stderr);
     }
 
@@ -80,7 +80,7 @@ public sealed class CompileProgressTests : IDisposable
         Assert.True(r.ExitCode == 0, r.ToString());
         var json = JsonNode.Parse(r.Stdout)!;
         Assert.Equal("mixtral", (string?)json["family"]);
-        Assert.Equal(5, json["passes"]!.AsArray().Count);
+        Assert.Equal(6, json["passes"]!.AsArray().Count);   // the pipeline's 5 and the fuse the compile ends with
         Assert.Equal("", r.Stderr.Trim());
     }
 
@@ -112,7 +112,7 @@ public sealed class CompileProgressTests : IDisposable
         Assert.Contains("\u001b[", screen);                      // ANSI control: a live display, not plain lines
         Assert.Contains("━", screen);                            // Spectre's progress bar
         Assert.Contains("lowering", screen);
-        Assert.Contains("pass 2/5 quantize-int4", screen);
+        Assert.Contains("pass 2/6 quantize-int4", screen);
         Assert.Contains("writing", screen);
         Assert.Contains("100%", screen);
         Assert.DoesNotContain("writing: done in", screen);       // the plain renderer's lines

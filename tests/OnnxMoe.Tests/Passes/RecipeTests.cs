@@ -22,7 +22,7 @@ public class RecipeTests
         Add(new PassInfo("drop-blocks", "stub", PassOption.IntList("blocks", ""), PassOption.Count("n", null, ""),
             PassOption.String("mode", "discrete", "", "discrete", "consecutive")));
         Add(new PassInfo("quantize-int4", "stub", PassOption.String("method", "rtn", "", "rtn", "awq"), PassOption.Int("block-size", 128, ""),
-            PassOption.Int("accuracy-level", 0, ""), PassOption.Float("ratio", null, "")));
+            PassOption.Int("accuracy-level", OnnxMoe.Passes.Quantization.QuantizeInt4Options.DefaultAccuracyLevel, ""), PassOption.Float("ratio", null, "")));
         return r;
     }
 
@@ -38,8 +38,8 @@ public class RecipeTests
         {
             ["block-drop-4"] = "drop-blocks{n=12.5%},cleanup",
             ["block-drop-8"] = "drop-blocks{n=25%},cleanup",
-            ["block-drop-awq"] = "drop-blocks{n=25%},quantize-int4{method=awq},cleanup",
-            ["block-drop-awq-fast"] = "drop-blocks{n=25%},quantize-int4{method=awq,accuracy-level=4},cleanup",
+            ["block-drop-awq"] = "drop-blocks{n=25%},quantize-int4{method=awq,accuracy-level=1},cleanup",
+            ["block-drop-awq-fast"] = "drop-blocks{n=25%},quantize-int4{method=awq},cleanup",
             ["expert-drop"] = "prune-experts{keep=75%,mode=global},cleanup",
             ["layer-drop-4"] = "drop-moe-layers{n=12.5%},cleanup",
             ["layer-drop-8"] = "drop-moe-layers{n=25%},cleanup",

@@ -43,7 +43,7 @@ public sealed class VerifyTests(CompiledTinyMixtral compiled) : IClassFixture<Co
         var r = CliRunner.Run("verify", compiled.Folder);
         Assert.True(r.ExitCode == 0, r.ToString());
         Assert.Equal("", r.Stderr);
-        Assert.Matches(@"ok \(mixtral, 4 layers, \d+ nodes, \d+ initializers, 15,482,880 bytes of external data\)\n$", r.Stdout);
+        Assert.Matches(@"ok \(mixtral, 4 layers, \d+ nodes, \d+ initializers, 15,613,952 bytes of external data\)\n$", r.Stdout);
     }
 
     public static TheoryData<string, string, string> Corruptions => new()

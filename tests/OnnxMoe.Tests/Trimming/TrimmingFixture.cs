@@ -17,10 +17,10 @@ internal sealed class LoweredCheckpoint : IDisposable
 {
     private readonly CheckpointFolder _folder;
 
-    public LoweredCheckpoint(string dir)
+    public LoweredCheckpoint(string dir, LoweringOptions? options = null)
     {
         _folder = CheckpointFolder.Open(dir);
-        Model = DecoderLowering.Lower(_folder).Model;
+        Model = DecoderLowering.Lower(_folder, options).Model;
     }
 
     public Model Model { get; }

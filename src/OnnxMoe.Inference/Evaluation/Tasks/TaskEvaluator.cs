@@ -24,6 +24,14 @@ public sealed record TaskEvalOptions
 
     /// <summary>lm-eval's --seed fourth value (fewshot_random_seed), 1234 by default.</summary>
     public long FewshotSeed { get; init; } = 1234;
+
+    /// <summary>Checks the settings as the CLI names them; one line per problem.</summary>
+    public void Validate()
+    {
+        if (BatchSize < 1) throw new UserErrorException($"--batch-size must be at least 1, got {BatchSize}");
+        if (Limit is < 1) throw new UserErrorException($"--limit must be at least 1, got {Limit}");
+        if (NumFewshot is < 0) throw new UserErrorException($"--num-fewshot must be 0 or more, got {NumFewshot}");
+    }
 }
 
 /// <summary>Progress within one task.</summary>
@@ -82,9 +90,7 @@ public sealed class TaskEvaluator(IDecoder decoder, Tokenizer tokenizer, Scoring
     /// <summary>An evaluator for a model folder's decoder: its tokenizer, HFLM's prefix id, its context length as max_length.</summary>
     public static TaskEvaluator ForModel(ModelFolder folder, IDecoder decoder, TaskEvalOptions options)
     {
-        if (options.BatchSize < 1) throw new UserErrorException($"--batch-size must be at least 1, got {options.BatchSize}");
-        if (options.Limit is < 1) throw new UserErrorException($"--limit must be at least 1, got {options.Limit}");
-        if (options.NumFewshot is < 0) throw new UserErrorException($"--num-fewshot must be 0 or more, got {options.NumFewshot}");
+        options.Validate();
         var tokenizer = folder.LoadTokenizer();
         var scoring = new ScoringOptions
         {

@@ -1,0 +1,149 @@
+using OnnxMoe.Ir;
+using OnnxMoe.Ir.Building;
+using OnnxMoe.Ir.Tensors;
+using OnnxMoe.Passes.Trimming;
+using OnnxMoe.Structure;
+using Attribute = OnnxMoe.Ir.Attribute;
+
+namespace OnnxMoe.Passes.Fusion;
+
+/// <summary>
+/// Rewrites each block's attention from the standard form (rotate-half RoPE by Mul/Split/Concat, KV cache by Concat,
+/// grouped-query attention by broadcasting MatMuls) into two com.microsoft <c>RotaryEmbedding</c> nodes (q and k,
+/// reading the graph's position_ids, so left-padded rows keep their positions) and one <c>GroupQueryAttention</c>
+/// node. The projections, q/k norms and clip stay as they are. The GQA node gets seqlens_k = total length - 1 for
+/// every row (padding counts as length) and the standard form's additive bias (causal and attention_mask), so it
+/// computes what the standard form computes for left padding too; present = past + new when past and present are
+/// separate tensors, or one buffer of the maximum length when the caller binds the same buffer to both (ORT GenAI's
+/// past_present_share_buffer).
+/// </summary>
+internal sealed class AttentionFusion
+{
+    /// <summary>Positions a fused model's RoPE caches hold at most (rows of cos/sin); longer contexts stay unfused.</summary>
+    public const int MaxCachePositions = 1 << 18;
+
+    private readonly DecoderSurgery _s;
+    private readonly DecoderStructure _st;
+    private readonly GraphBuilder _b;
+    private readonly DataType _type;
+    private Value? _cos, _sin, _seqLens, _total, _bias;
+
+    public AttentionFusion(DecoderSurgery surgery)
+    {
+        _s = surgery;
+        _st = surgery.Structure;
+        _b = new GraphBuilder(surgery.Graph);
+        _type = _st.ComputeType == "f16" ? DataType.Float16 : DataType.Float;
+    }
+
+    /// <summary>Why the model's attention cannot be fused, or null.</summary>
+    public string? CannotFuse()
+    {
+        if (_st.HeadDim % 16 != 0) return $"head_dim {_st.HeadDim} is not a multiple of 16 (ORT's CPU GroupQueryAttention)";
+        if (_st.RopeTheta <= 0 || _st.MaxPositionEmbeddings <= 0 || _st.AttentionBias == null)
+            return "the model's structure metadata predates attention fusion (compile it again)";
+        if (_st.MaxPositionEmbeddings > MaxCachePositions)
+            return $"max_position_embeddings {_st.MaxPositionEmbeddings} would make RoPE caches of more than {MaxCachePositions} rows";
+        return null;
+    }
+
+    /// <summary>Fuses one block's attention; returns null when done, else why it keeps standard ops.</summary>
+    public string? Fuse(BlockStructure block)
+    {
+        var a = block.Attention;
+        if (a.QueryHeads == null || a.KeyHeads == null || a.ValueHeads == null || a.Context == null)
+            return "the model's structure metadata predates attention fusion (compile it again)";
+        int nH = _st.NumAttentionHeads, kvH = _st.NumKeyValueHeads, d = _st.HeadDim;
+        var pastK = _s.Graph.Inputs.FirstOrDefault(v => v.Name == a.PastKey);
+        var pastV = _s.Graph.Inputs.FirstOrDefault(v => v.Name == a.PastValue);
+        int presentK = IndexOfOutput(a.PresentKey), presentV = IndexOfOutput(a.PresentValue);
+        if (pastK == null || pastV == null || presentK < 0 || presentV < 0) return "its KV-cache inputs or outputs are missing";
+        var context = _s.ValueNamed(a.Context);
+        var oldPresentK = _s.Graph.Outputs[presentK];
+        var oldPresentV = _s.Graph.Outputs[presentV];
+
+        Shared();
+        Value[] outputs;
+        using (_b.PushScope($"model/layers.{block.Index}/attn/fused"))
+        {
+            var q = Rotary(_b.Reshape(_s.ValueNamed(a.QueryHeads), 0, 0, nH * d), nH);
+            var k = Rotary(_b.Reshape(_s.ValueNamed(a.KeyHeads), 0, 0, kvH * d), kvH);
+            var v = _b.Reshape(_s.ValueNamed(a.ValueHeads), 0, 0, kvH * d);
+            outputs = _b.Op("GroupQueryAttention", [q, k, v, pastK, pastV, _seqLens, _total, null, null, null, _bias], 3,
+                [Attribute.Int("num_heads", nH), Attribute.Int("kv_num_heads", kvH), Attribute.Float("scale", (float)(1.0 / Math.Sqrt(d)))],
+                [_type, _type, _type], MoeFusion.Domain);
+        }
+        outputs[0].Type = context.Type;
+        context.ReplaceAllUsesWith(outputs[0]);
+        Present(presentK, outputs[1]);
+        Present(presentV, outputs[2]);
+        _s.RemoveDead([context.Producer, oldPresentK.Producer, oldPresentV.Producer]);
+        a.FusedNode = outputs[0].Producer!.Name;
+        a.QueryHeads = a.KeyHeads = a.ValueHeads = null;
+        a.Context = outputs[0].Name;
+        _s.Counters.Add("attention-fused");
+        return null;
+    }
+
+    /// <summary>Leaves the graph in topological order and drops the standard form's RoPE and mask when nothing reads them.</summary>
+    public void Finish()
+    {
+        _s.Graph.SortTopologically();
+        _s.InvalidateNames();
+    }
+
+    private int IndexOfOutput(string name)
+    {
+        for (int i = 0; i < _s.Graph.Outputs.Count; i++) if (_s.Graph.Outputs[i].Name == name) return i;
+        return -1;
+    }
+
+    /// <summary>Graph output <paramref name="index"/> becomes <paramref name="value"/>, under the old output's name and type.</summary>
+    private void Present(int index, Value value)
+    {
+        var old = _s.Graph.Outputs[index];
+        var name = old.Name;
+        old.Name = _b.Names.Unique(name + "/standard");
+        value.Name = name;
+        value.Type = old.Type;
+        _s.Graph.Outputs[index] = value;
+    }
+
+    private Value Rotary(Value x, int heads) =>
+        _b.Op("RotaryEmbedding", [x, PositionIds(), _cos, _sin], 1,
+            [Attribute.Int("num_heads", heads), Attribute.Int("interleaved", 0)], [_type], MoeFusion.Domain)[0];
+
+    private Value PositionIds() =>
+        _s.Graph.Inputs.FirstOrDefault(v => v.Name == "position_ids") ?? throw new PassException("fuse", "the graph has no position_ids input");
+
+    /// <summary>What every fused block reads, built once: RoPE caches [positions, D/2], seqlens_k, total_sequence_length and the bias.</summary>
+    private void Shared()
+    {
+        if (_cos != null) return;
+        int positions = _st.MaxPositionEmbeddings, half = _st.HeadDim / 2;
+        var invFreq = DecoderStructure.RotaryInverseFrequencies(_st.RopeTheta, _st.HeadDim);
+        var cos = new float[(long)positions * half];
+        var sin = new float[cos.Length];
+        for (int p = 0; p < positions; p++)
+            for (int j = 0; j < half; j++)
+            {
+                float angle = p * invFreq[j];
+                cos[p * half + j] = MathF.Cos(angle);
+                sin[p * half + j] = MathF.Sin(angle);
+            }
+        _cos = _b.AddInitializer("/model/rotary_emb/cos_cache", GraphBuilder.FloatTensor(_type, [positions, half], cos));
+        _sin = _b.AddInitializer("/model/rotary_emb/sin_cache", GraphBuilder.FloatTensor(_type, [positions, half], sin));
+
+        using var _ = _b.PushScope("model/attn_mask/fused");
+        var mask = _s.Graph.Inputs.First(v => v.Name == "attention_mask");
+        var ids = _s.Graph.Inputs.First(v => v.Name == "input_ids");
+        var total = _b.Cast(_b.Shape(mask, 1, 2), DataType.Int32);                                   // [1]
+        _total = _b.Squeeze(total, 0);                                                               // scalar
+        var batch = _b.Shape(ids, 0, 1);
+        _seqLens = _b.Expand(_b.Sub(total, _b.Constant(InMemoryTensor.FromInt32s([1], [1]))), batch); // [B]: every row counts as full length
+        var bias = _b.Squeeze(_s.ValueNamed(_st.AttentionBias!), 1);                                  // [B,1,S,T] f32
+        // f16 cannot hold f32's lowest value (it would become -inf, and a fully masked padding row NaN): clamp first.
+        _bias = _type == DataType.Float ? bias
+            : _b.Cast(_b.Clip(bias, _b.FloatScalar(-65504f), null), _type);
+    }
+}
