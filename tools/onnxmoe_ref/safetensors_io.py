@@ -146,6 +146,32 @@ def load_file(path: str) -> Dict[str, torch.Tensor]:
     return out
 
 
+def checkpoint_index(folder: str) -> Dict[str, Tuple[str, dict, int]]:
+    """Maps each tensor name to (file path, header entry, data start) without reading tensor data."""
+    index_path = os.path.join(folder, "model.safetensors.index.json")
+    if os.path.exists(index_path):
+        with open(index_path, encoding="utf-8") as f:
+            files = sorted(set(json.load(f)["weight_map"].values()))
+    else:
+        files = ["model.safetensors"]
+    out: Dict[str, Tuple[str, dict, int]] = {}
+    for fname in files:
+        path = os.path.join(folder, fname)
+        header, _, start = read_header(path)
+        for name, e in header.items():
+            out[name] = (path, e, start)
+    return out
+
+
+def read_tensor(ref: Tuple[str, dict, int]) -> torch.Tensor:
+    """Reads one tensor named by a checkpoint_index entry."""
+    path, e, start = ref
+    begin, end = e["data_offsets"]
+    with open(path, "rb") as f:
+        f.seek(start + begin)
+        return _tensor_from_bytes(f.read(end - begin), e["dtype"], e["shape"])
+
+
 def save_checkpoint(tensors: Dict[str, torch.Tensor], folder: str, shards: int = 1) -> List[str]:
     """Writes model.safetensors, or model-0000i-of-0000n.safetensors + index when shards > 1.
 
