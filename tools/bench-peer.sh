@@ -3,8 +3,9 @@
 #
 #   tools/bench-peer.sh CHECKPOINT [PROMPT=128] [GEN=32] [THREADS=2]
 #
-# Compiles three artifacts (fp32; int4 RTN block 128 accuracy_level 4 symmetric + fuse: one QMoE node per MoE layer;
-# int4 RTN block 128 accuracy_level 4, unfused) and two GGUFs (tools/gguf_export.py: f32, q4_0), then runs
+# Compiles three artifacts (fp32, fused as compile does by default; int4 RTN block 128 accuracy_level 4 with an 8-bit
+# lm_head, fused: one QMoE node per MoE layer, GroupQueryAttention, SimplifiedLayerNormalization; int4 RTN block 128
+# accuracy_level 4 with standard ops, --fuse off) and two GGUFs (tools/gguf_export.py: f32, q4_0), then runs
 # `onnxmoe bench` (one folder per process) and tools/bench_llamacpp.mjs one after another, in two rounds (the second
 # in reverse order), and prints one table: decode and prefill tok/s per round and the decode ratios of each artifact
 # against llama.cpp q4_0 and f32 measured in the same round.
@@ -33,15 +34,15 @@ ONNXMOE=(dotnet "$OUT/cli/onnxmoe.dll")
 NEWEST=$(ls -t "$CKPT"/config.json "$CKPT"/*.safetensors "$CKPT"/tokenizer*.json 2>/dev/null | head -1 || true)
 
 stale() { [ ! -e "$1" ] || [ "$NEWEST" -nt "$1" ]; }
-compile() {  # name pipeline
+compile() {  # name fuse(on|off) pipeline
     if stale "$OUT/$1"; then
-        echo "compile $1: ${2:-(no passes)}" >&2
-        nice -n 10 "${ONNXMOE[@]}" compile "$CKPT" -o "$OUT/$1" --overwrite ${2:+--pipeline "$2"} >/dev/null
+        echo "compile $1: --fuse $2 ${3:-(no passes)}" >&2
+        nice -n 10 "${ONNXMOE[@]}" compile "$CKPT" -o "$OUT/$1" --overwrite --fuse "$2" ${3:+--pipeline "$3"} >/dev/null
     fi
 }
-compile fp32 ""
-compile int4-fused "quantize-int4{accuracy-level=4,symmetric=true},fuse"
-compile int4 "quantize-int4{accuracy-level=4}"
+compile fp32 on ""
+compile int4-fused on "quantize-int4{accuracy-level=4,lm-head-bits=8}"
+compile int4 off "quantize-int4{accuracy-level=4}"
 for t in f32 q4_0; do
     if stale "$OUT/llamacpp-$t.gguf"; then
         echo "export llamacpp-$t.gguf" >&2
@@ -100,8 +101,8 @@ def speeds(r):
 table = {}
 for r in rows:
     table.setdefault((r["kind"], r["name"]), {})[r["round"]] = speeds(r)
-labels = {("ours", "fp32"): "onnxmoe fp32", ("ours", "int4"): "onnxmoe int4 RTN b128 level 4",
-          ("ours", "int4-fused"): "onnxmoe int4 RTN b128 level 4 symmetric + fuse (QMoE)",
+labels = {("ours", "fp32"): "onnxmoe fp32 (fused: MoE, GQA, SimplifiedLayerNorm)", ("ours", "int4"): "onnxmoe int4 RTN b128 level 4, standard ops (--fuse off)",
+          ("ours", "int4-fused"): "onnxmoe int4 RTN b128 level 4, lm_head 8-bit, fused (QMoE, GQA, SimplifiedLayerNorm)",
           ("llama", "f32"): "llama.cpp f32", ("llama", "q4_0"): "llama.cpp q4_0"}
 rounds = (1, 2)
 def pair(key, i, fmt):
