@@ -216,7 +216,7 @@ public sealed class OrtValue : IDisposable
     }
 
     /// <summary>Elements converted to float (f32, f16, bf16 or f64 tensors).</summary>
-    public float[] ToFloatArray() => ToTensor().ToFloatArray();
+    public float[] ToFloatArray() => ElementType == DataType.Float ? GetSpan<float>().ToArray() : ToTensor().ToFloatArray();
 
     public override string ToString() =>
         _disposed ? "OrtValue(disposed)" : $"{ElementType.Name()}[{string.Join(",", Shape)}]";

@@ -45,10 +45,12 @@ public sealed class ActivationRecord
         if (shape.Length == 0 || shape[^1] != c) throw new InvalidOperationException($"captured activation has shape [{string.Join(",", shape)}], expected last dimension {c}");
         long rows = data.Length / c;
         var abs = new float[c];
+        var wide = new double[c];
         for (long r = 0; r < rows; r++)
         {
             TensorPrimitives.Abs(data.AsSpan((int)(r * c), c), abs);
-            for (int j = 0; j < c; j++) AbsSum[j] += abs[j];
+            TensorPrimitives.ConvertChecked<float, double>(abs, wide);   // exact, so the sums are those of adding row by row in double
+            TensorPrimitives.Add(AbsSum, wide, AbsSum);
         }
         Rows += rows;
         if (keep) SearchData.Add((data, shape));

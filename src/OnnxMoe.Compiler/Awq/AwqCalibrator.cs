@@ -351,10 +351,10 @@ public sealed class AwqCalibrator
         return result;
     }
 
-    internal static OrtValue ToOrtValue(float[] data, long[] shape, DataType type) => type switch
+    internal static OrtValue ToOrtValue(Memory<float> data, long[] shape, DataType type) => type switch
     {
         DataType.Float => OrtValue.CreateTensor<float>(data, shape),
-        DataType.Float16 => OrtValue.CreateTensor<Half>(data.Select(v => (Half)v).ToArray(), shape),
+        DataType.Float16 => OrtValue.CreateTensor<Half>(data.ToArray().Select(v => (Half)v).ToArray(), shape),
         _ => throw new NotSupportedException($"AWQ feeds f32 or f16 tensors, not {type.Name()}"),
     };
 }

@@ -74,19 +74,25 @@ internal static class ModuleParts
 
 /// <summary>
 /// Runs one <see cref="ModulePart"/> on the group's search activations: a region from the group's input to the part's contribution,
-/// the part's weights fed at run time; its reference (original weights) computed once. Owns its session and feeds.
+/// the part's weights fed at run time; its reference (original weights) computed once. Per-sample activations [n, S, C] run a few
+/// samples at a time (<see cref="TokensPerRun"/>), so the module's intermediates (an attention's scores) stay small; samples are
+/// independent, so the outputs concatenated equal one run on all of them. Gathered rows [rows, C] run at once. Owns its session and feeds.
 /// </summary>
 internal sealed class PartRunner : IDisposable
 {
     private readonly ModulePart _part;
     private readonly InMemorySession _session;
-    private readonly List<KeyValuePair<string, OrtValue>> _fixed;
-    private readonly OrtValue _x;
-    private readonly string _inputName;
+    /// <summary>Per run: the feeds (activations, then the decoder inputs the region reads) and the first token it covers.</summary>
+    private readonly List<(List<KeyValuePair<string, OrtValue>> Feeds, long FirstToken)> _runs = new();
     private readonly DataType _weightType;
     private readonly CancellationToken _cancellation;
     private readonly float[] _reference;
+    /// <summary>A trial's output, reused: its length is the reference's (the part's weights do not change which rows it computes).</summary>
+    private readonly float[] _trial;
     private readonly long[]? _indices;
+
+    /// <summary>Tokens of per-sample activations one run covers (at least one sample).</summary>
+    public const int TokensPerRun = 2048;
 
     public PartRunner(Model model, DecoderStructure structure, ScaleGroup group, ModulePart part, (float[] Data, long[] Shape) x,
         CalibrationWindows windows, int searchCount, DataType weightType, SessionConfig? config, AwqCalibrator.TrialBuffers buffers, CancellationToken cancellation)
@@ -94,23 +100,43 @@ internal sealed class PartRunner : IDisposable
         _part = part;
         _weightType = weightType;
         _cancellation = cancellation;
-        _inputName = group.Input.Name;
         Originals = part.Weights.Select(w => (WeightMatrixReader.ReadTransposed(w.ConstValue!), (int)w.ConstValue!.Shape[1])).ToList();   // [N, K]
         var outputs = part.Indices is { } idx ? new[] { part.Output, idx } : new[] { part.Output };
         _session = new InMemorySession(RegionExtractor.Extract(model, [group.Input], outputs, part.Weights), config, "awq_module");
-        // The decoder inputs the region reads (the attention module: mask, positions, empty past); none for an FFN.
-        _fixed = CalibrationCore.DecoderFeeds(_session.Session, structure, windows, 0, searchCount);
-        var xType = _session.Session.Inputs.First(i => i.Name == _inputName).ElementType;
-        _x = AwqCalibrator.ToOrtValue(x.Data, x.Shape, xType);
-        int k = (int)part.Weights[0].ConstValue!.Shape[0];
-        var originalKN = new List<float[]>();
-        for (int j = 0; j < Originals.Count; j++)
+        try
         {
-            var kn = buffers.Output(j, Originals[j].Data.Length);
-            Ir.Tensors.TensorKernels.Transpose<float>(Originals[j].Data, Originals[j].N, k, kn);
-            originalKN.Add(kn);
+            var xType = _session.Session.Inputs.First(i => i.Name == group.Input.Name).ElementType;
+            bool perSample = x.Shape.Length == 3;
+            int samples = perSample ? checked((int)x.Shape[0]) : 1;
+            int step = perSample ? (int)Math.Clamp(TokensPerRun / x.Shape[1], 1, samples) : 1;
+            long sampleLength = x.Data.LongLength / samples;
+            for (int first = 0; first < samples; first += step)
+            {
+                int count = Math.Min(step, samples - first);
+                var shape = (long[])x.Shape.Clone();
+                if (perSample) shape[0] = count;
+                // The decoder inputs the region reads (the attention module: mask, positions, empty past); none for an FFN.
+                var feeds = CalibrationCore.DecoderFeeds(_session.Session, structure, windows, 0, perSample ? count : searchCount);
+                var data = x.Data.AsMemory(checked((int)(first * sampleLength)), checked((int)(count * sampleLength)));
+                feeds.Insert(0, new(group.Input.Name, AwqCalibrator.ToOrtValue(data, shape, xType)));
+                _runs.Add((feeds, first * sampleLength / x.Shape[^1]));
+            }
+            int k = (int)part.Weights[0].ConstValue!.Shape[0];
+            var originalKN = new List<float[]>();
+            for (int j = 0; j < Originals.Count; j++)
+            {
+                var kn = buffers.Output(j, Originals[j].Data.Length);
+                Ir.Tensors.TensorKernels.Transpose<float>(Originals[j].Data, Originals[j].N, k, kn);
+                originalKN.Add(kn);
+            }
+            (_reference, _indices, OutputWidth) = Run(originalKN, null);
+            _trial = new float[_reference.Length];
         }
-        (_reference, _indices, OutputWidth) = Run(originalKN);
+        catch
+        {
+            Dispose();
+            throw;
+        }
     }
 
     /// <summary>The part's weights as read before the search, [N, K] each, with N.</summary>
@@ -121,7 +147,7 @@ internal sealed class PartRunner : IDisposable
     /// <summary>Mean squared error of the part's output with <paramref name="trialKN"/> against the reference (a single-part module).</summary>
     public double Loss(List<float[]> trialKN)
     {
-        var (y, _, _) = Run(trialKN);
+        var (y, _, _) = Run(trialKN, _trial);
         TensorPrimitives.Subtract(y, _reference, y);
         return TensorPrimitives.SumOfSquares<float>(y) / y.Length;
     }
@@ -129,7 +155,7 @@ internal sealed class PartRunner : IDisposable
     /// <summary>Adds the change of the part's contribution with <paramref name="trialKN"/> into <paramref name="error"/> ([tokens, hidden]).</summary>
     public void AddError(List<float[]> trialKN, float[] error)
     {
-        var (y, _, _) = Run(trialKN);
+        var (y, _, _) = Run(trialKN, _trial);
         TensorPrimitives.Subtract(y, _reference, y);
         if (_indices == null)
         {
@@ -145,33 +171,60 @@ internal sealed class PartRunner : IDisposable
         }
     }
 
-    private (float[] Output, long[]? Indices, int Width) Run(List<float[]> weightsKN)
+    /// <summary>The part's contribution over every run concatenated (into <paramref name="into"/> when given, which must have the
+    /// reference's length), the token indices of its rows (a routed expert), and its width.</summary>
+    private (float[] Output, long[]? Indices, int Width) Run(List<float[]> weightsKN, float[]? into)
     {
-        var inputs = new List<KeyValuePair<string, OrtValue>> { new(_inputName, _x) };
-        inputs.AddRange(_fixed);
-        var owned = new List<OrtValue>();
+        var weights = new List<KeyValuePair<string, OrtValue>>();
+        var outputs = into == null ? new List<float[]>() : null;
+        var indices = _part.Indices != null && into == null ? new List<long>() : null;
+        int width = 1, at = 0;
         try
         {
             for (int j = 0; j < _part.Weights.Count; j++)
-            {
-                owned.Add(AwqCalibrator.ToOrtValue(weightsKN[j], _part.Weights[j].ConstValue!.Shape, _weightType));
-                inputs.Add(new(_part.Weights[j].Name, owned[^1]));
-            }
+                weights.Add(new(_part.Weights[j].Name, AwqCalibrator.ToOrtValue(weightsKN[j], _part.Weights[j].ConstValue!.Shape, _weightType)));
             var names = _part.Indices is { } idx ? new[] { _part.Output.Name, idx.Name } : new[] { _part.Output.Name };
-            using var result = _session.Session.Run(inputs, names, _cancellation);
-            var shape = result[0].Shape;
-            return (result[0].ToFloatArray(), _part.Indices != null ? result[1].ToArray<long>() : null, shape.Length == 0 ? 1 : checked((int)shape[^1]));
+            foreach (var (feeds, firstToken) in _runs)
+            {
+                using var result = _session.Session.Run(feeds.Concat(weights), names, _cancellation);
+                var shape = result[0].Shape;
+                width = shape.Length == 0 ? 1 : checked((int)shape[^1]);
+                if (into == null) outputs!.Add(result[0].ToFloatArray());
+                else
+                {
+                    ReadOnlySpan<float> y = result[0].ElementType == DataType.Float ? result[0].GetSpan<float>() : result[0].ToFloatArray();
+                    y.CopyTo(into.AsSpan(at));
+                    at += y.Length;
+                }
+                if (indices != null) foreach (var t in result[1].GetSpan<long>()) indices.Add(t + firstToken);
+            }
         }
         finally
         {
-            foreach (var o in owned) o.Dispose();
+            foreach (var w in weights) w.Value.Dispose();
         }
+        if (into != null)
+        {
+            if (at != into.Length) throw new InvalidOperationException($"AWQ module part {_part.Output.Name} gave {at} values with trial weights, {into.Length} with its own");
+            return (into, null, width);
+        }
+        var output = outputs!.Count == 1 ? outputs[0] : new float[outputs.Sum(o => (long)o.Length)];
+        if (outputs.Count > 1)
+        {
+            long offset = 0;
+            foreach (var o in outputs)
+            {
+                o.CopyTo(output, offset);
+                offset += o.Length;
+            }
+        }
+        return (output, indices?.ToArray(), width);
     }
 
     public void Dispose()
     {
-        _x.Dispose();
-        foreach (var f in _fixed) f.Value.Dispose();
-        _session.Dispose();
+        foreach (var (feeds, _) in _runs)
+            foreach (var f in feeds) f.Value.Dispose();
+        _session?.Dispose();
     }
 }
