@@ -23,8 +23,10 @@ internal static class MoeFusion
 
     private sealed record ExpertLinears(Node Gate, Node Up, Node Down);
 
-    /// <summary>Fuses <paramref name="block"/>'s routed experts; returns null when done, else why the layer keeps standard ops.</summary>
-    public static string? Fuse(DecoderSurgery s, BlockStructure block)
+    /// <summary>Fuses <paramref name="block"/>'s routed experts; returns null when done, else why the layer keeps standard ops.
+    /// Float experts become an MoE node only when <paramref name="floatExperts"/> is set; otherwise such a layer returns "" (left
+    /// as it is by choice, not for a reason).</summary>
+    public static string? Fuse(DecoderSurgery s, BlockStructure block, bool floatExperts)
     {
         var ffn = block.Ffn!;
         var moe = ffn.Moe!;
@@ -50,6 +52,7 @@ internal static class MoeFusion
         Node fused;
         if (experts.All(x => IsFloatLinear(x.Gate) && IsFloatLinear(x.Up) && IsFloatLinear(x.Down)))
         {
+            if (!floatExperts) return "";
             if (experts.SelectMany(x => new[] { x.Gate, x.Up, x.Down }).Any(n => n.Inputs[1]!.ConstValue!.DataType != type))
                 return $"its expert weights are not all {type.Name()} like its activations";
             var fc1 = s.AddInitializerBefore(anchor, StackFc1Float(names.Unique($"{ffn.Prefix}experts.fc1"), experts, type));

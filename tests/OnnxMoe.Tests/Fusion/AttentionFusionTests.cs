@@ -60,7 +60,7 @@ public sealed class AttentionFusionTests
         Assert.True(worst <= Tolerance, $"{family}: max abs logit difference {worst:E3}");
 
         using var fused = new LoweredCheckpoint(FamilyData.Dir(family));
-        RunPipeline(fused.Model, "fuse");
+        RunPipeline(fused.Model, "fuse{moe=all}");
         var e = Assert.Throws<OnnxMoe.Passes.PassException>(() => RunPipeline(fused.Model, "prune-experts{keep=1}"));
         Assert.Contains("run prune-experts before fuse", e.Message);
         e = Assert.Throws<OnnxMoe.Passes.PassException>(() => RunPipeline(fused.Model, "quantize-int4"));

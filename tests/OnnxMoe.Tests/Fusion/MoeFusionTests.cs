@@ -18,7 +18,7 @@ public sealed class MoeFusionTests
 
     [Theory]
     [MemberData(nameof(Families))]
-    public void Fused_float_experts_equal_the_standard_form(string family) => Check(family, "", "MoE");
+    public void Fused_float_experts_equal_the_standard_form(string family) => Check(family, "", "MoE", "fuse{moe=all}");
 
     [Theory]
     [MemberData(nameof(Families))]
@@ -28,13 +28,13 @@ public sealed class MoeFusionTests
     [MemberData(nameof(Families))]
     public void Fused_symmetric_int4_experts_equal_the_standard_form(string family) => Check(family, "quantize-int4{block-size=16,symmetric=true},", "QMoE");
 
-    private static void Check(string family, string before, string op)
+    private static void Check(string family, string before, string op, string fuse = "fuse")
     {
         using var standard = new LoweredCheckpoint(FamilyData.Dir(family));
         using var fused = new LoweredCheckpoint(FamilyData.Dir(family));
         var ids = Prompt(standard.Structure.VocabSize, length: 9);
         if (before.Length > 0) RunPipeline(standard.Model, before.TrimEnd(','));
-        var report = RunPipeline(fused.Model, before + "fuse");
+        var report = RunPipeline(fused.Model, before + fuse);
         var s = fused.Structure;
         var moeBlocks = s.Blocks.Where(b => b.Ffn is { Kind: FfnKind.Moe }).ToList();
         // QMoE needs every expert's K (hidden for gate/up, intermediate for down) to be a multiple of the block (16 here);
