@@ -1,16 +1,18 @@
 #!/usr/bin/python3
-"""Trains the tiny MoE models in models/ on the KJV text (Debian bible-kjv), from scratch.
+"""Trains the MoE models in models/ from scratch: the tiny ones on the KJV text (Debian bible-kjv), small-mixtral on
+the KJV plus WordNet glosses, GCIDE definitions and fortunes (tools/text_sources.py).
 
-    /usr/bin/python3 tools/train_tiny.py data                 # models/data/kjv-*.txt splits
-    /usr/bin/python3 tools/train_tiny.py tokenizers           # tokenizer.json of both models (+ test tokenizer)
-    /usr/bin/python3 tools/train_tiny.py train tiny-mixtral   # or tiny-deepseek; [--steps N]
+    /usr/bin/python3 tools/train_tiny.py data                 # models/data/kjv-*.txt splits + models/data/corpus/*.txt
+    /usr/bin/python3 tools/train_tiny.py tokenizers           # tokenizer.json of every model (+ test tokenizer)
+    /usr/bin/python3 tools/train_tiny.py tokenizers small-mixtral   # one model's tokenizer
+    /usr/bin/python3 tools/train_tiny.py train tiny-mixtral   # or tiny-deepseek, small-mixtral; [--steps N]
     /usr/bin/python3 tools/train_tiny.py readme               # models/README.md from the training logs
     /usr/bin/python3 tools/train_tiny.py all                  # everything above, in order
 
 Each model folder gets config.json, model.safetensors, tokenizer.json, tokenizer_config.json,
 tokenizer_golden.json, generation_config.json, golden.safetensors/golden.json (fixed prompts' ids and
 fp32 logits of the reference forward on the weights as stored) and training_log.json.
-Deterministic: fixed seeds, torch.use_deterministic_algorithms, 2 threads.
+Deterministic: fixed seeds, torch.use_deterministic_algorithms, a fixed thread count (--threads, recorded in the log).
 """
 
 from __future__ import annotations
@@ -29,11 +31,13 @@ import torch.nn.functional as F
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import bpe  # noqa: E402
 import kjv_data  # noqa: E402
+import text_sources  # noqa: E402
 from onnxmoe_ref import MoeForCausalLM, golden_logits, load_pretrained, make_config, moe_aux_loss  # noqa: E402
 from onnxmoe_ref import save_pretrained, write_golden  # noqa: E402
 from onnxmoe_ref.safetensors_io import write_json  # noqa: E402
 
 DATA = "models/data"
+CORPUS = "models/data/corpus"   # the filtered training sources, one record a line (not committed: `data` writes them)
 TEST_TOKENIZER = "tests/data/tokenizers/bytelevel-gpt2"
 SEQ_LEN = 128
 EVAL_SEQ_LEN = 256
@@ -42,6 +46,7 @@ GOLDEN_PROMPTS = ["In the beginning God created",
                   "Blessed are the poor in spirit: for theirs is the kingdom of heaven. Blessed are they that mourn"]
 SAMPLE_PROMPTS = ["And God said,", "The LORD is my shepherd;", "Jesus answered and said unto them,"]
 
+STEPS_SMALL = 250  # under an hour on 1 thread of the loaded, shared 2-core machine (about 10 s wall per step measured)
 MODELS = {
     "tiny-mixtral": {
         "tokenizer": dict(style="sentencepiece", vocab_size=2048),
@@ -60,6 +65,16 @@ MODELS = {
                        max_position_embeddings=1024, rope_theta=10000.0),
         "dtype": torch.float32, "steps": 400, "batch": 8, "lr": 3e-3, "seed": 11,
     },
+    "small-mixtral": {
+        "tokenizer": dict(style="sentencepiece", vocab_size=4096),
+        "config": dict(family="mixtral", vocab_size=4096, hidden_size=256, num_hidden_layers=8,
+                       num_attention_heads=8, num_key_value_heads=4, intermediate_size=448,
+                       num_local_experts=8, num_experts_per_tok=2, max_position_embeddings=2048,
+                       rope_theta=10000.0, bos_token_id=1, eos_token_id=2),
+        "dtype": torch.bfloat16, "steps": STEPS_SMALL, "batch": 8, "seq_len": 256, "lr": 2e-3, "seed": 13,
+        # Share of each batch's rows drawn from each source of models/data/corpus/ (KJV = the train books).
+        "corpus": {"kjv": 0.5, "wordnet": 0.2, "gcide": 0.2, "fortunes": 0.1},
+    },
 }
 AUX_COEF = 0.01
 
@@ -74,7 +89,64 @@ def stage_data() -> Dict[str, str]:
     paths = kjv_data.write_splits(DATA)
     for name, p in paths.items():
         print(f"{name:12s} {os.path.getsize(p) / 1024:8.0f} KiB  {p}")
+    stage_corpus()
     return paths
+
+
+def protected_text() -> str:
+    """The text no model may train on: the held-out books (the built-in tasks come from them) and the calibration books."""
+    return read("heldout") + read("calibration")
+
+
+def stage_corpus() -> None:
+    """models/data/corpus/<source>.txt: the KJV train books and the other sources, each without the records that share
+    a run of text_sources.OVERLAP_WORDS words with the held-out or calibration books; then checks the result."""
+    protected = text_sources.shingles(protected_text())
+    raw = {"kjv": read("train").splitlines()}
+    raw.update(text_sources.sources())
+    os.makedirs(CORPUS, exist_ok=True)
+    for name, lines in raw.items():
+        kept, dropped = text_sources.filter_overlap(lines, protected)
+        path = os.path.join(CORPUS, f"{name}.txt")
+        with open(path + ".tmp", "w", encoding="utf-8", newline="\n") as f:
+            f.write("\n".join(kept) + "\n")
+        os.replace(path + ".tmp", path)
+        print(f"corpus {name:9s} {len(kept):7d} records ({dropped} dropped: overlap with held-out/calibration) "
+              f"{os.path.getsize(path) / 1024:8.0f} KiB  {path}")
+    problems = corpus_overlap(read_corpus(list(raw)), protected_text())
+    if problems:
+        raise SystemExit(f"{CORPUS}: overlaps the held-out/calibration text: {problems[:3]}")
+
+
+def corpus_overlap(corpus: Dict[str, str], protected: str) -> List[str]:
+    """Problems found: a protected verse that is a training line, or a shared run of OVERLAP_WORDS words."""
+    verses = {v.strip() for v in protected.splitlines() if v.strip()}
+    shingles = text_sources.shingles(protected)
+    problems = []
+    for name, text in corpus.items():
+        for line in text.splitlines():
+            if line.strip() in verses:
+                problems.append(f"{name}: verse {line.strip()[:60]!r}")
+            elif text_sources.shingles(line) & shingles:
+                problems.append(f"{name}: shares {text_sources.OVERLAP_WORDS} words with {line[:60]!r}")
+    return problems
+
+
+def read_corpus(sources: List[str]) -> Dict[str, str]:
+    missing = [s for s in sources if not os.path.exists(os.path.join(CORPUS, f"{s}.txt"))]
+    if missing:
+        stage_corpus()
+    out = {}
+    for s in sources:
+        with open(os.path.join(CORPUS, f"{s}.txt"), encoding="utf-8") as f:
+            out[s] = f.read()
+    return out
+
+
+def training_text(name: str) -> Dict[str, str]:
+    """source -> text a model trains on (and its tokenizer learns from)."""
+    corpus = MODELS[name].get("corpus")
+    return read_corpus(list(corpus)) if corpus else {"kjv": read("train")}
 
 
 def read(name: str) -> str:
@@ -85,16 +157,20 @@ def read(name: str) -> str:
         return f.read()
 
 
-def stage_tokenizers() -> None:
-    text = read("train")
+def stage_tokenizers(only: str = "") -> None:
     for name, m in MODELS.items():
+        if only and name != only:
+            continue
         t0 = time.time()
+        text = "\n".join(t.rstrip("\n") for t in training_text(name).values()) + "\n"
         tok = bpe.train(m["tokenizer"]["style"], text, m["tokenizer"]["vocab_size"])
         folder = os.path.join("models", name)
         tok.save(folder)
         bpe.write_golden(tok, folder)
         print(f"{name}: {tok.style} tokenizer, vocab {len(tok.vocab)} ({time.time() - t0:.1f}s)")
-    tok = bpe.train("bytelevel", text, 1024, pretok="gpt2")
+    if only:
+        return
+    tok = bpe.train("bytelevel", read("train"), 1024, pretok="gpt2")
     tok.save(TEST_TOKENIZER)
     bpe.write_golden(tok, TEST_TOKENIZER)
     print(f"{TEST_TOKENIZER}: GPT-2 style ByteLevel(use_regex) tokenizer, vocab {len(tok.vocab)}")
@@ -174,18 +250,36 @@ def generate(model: MoeForCausalLM, tok: bpe.Tokenizer, prompt: str, n: int, tem
     return tok.decode(ids)
 
 
+def draw_batch(streams: List[torch.Tensor], weights: torch.Tensor, batch: int, seq_len: int,
+               g: torch.Generator) -> torch.Tensor:
+    """[batch, seq_len + 1] windows at random offsets; with several sources each row's source is drawn by weight."""
+    if len(streams) == 1:
+        starts = torch.randint(0, len(streams[0]) - seq_len - 1, (batch,), generator=g)
+        return torch.stack([streams[0][s:s + seq_len + 1] for s in starts.tolist()])
+    rows = []
+    for src in torch.multinomial(weights, batch, replacement=True, generator=g).tolist():
+        start = int(torch.randint(0, len(streams[src]) - seq_len - 1, (1,), generator=g))
+        rows.append(streams[src][start:start + seq_len + 1])
+    return torch.stack(rows)
+
+
 def stage_train(name: str, steps_override: int = 0) -> None:
     spec = MODELS[name]
     folder = os.path.join("models", name)
     if not os.path.exists(os.path.join(folder, "tokenizer.json")):
-        stage_tokenizers()
+        stage_tokenizers(name)
     tok = bpe.Tokenizer.load(folder)
+    seq_len = spec.get("seq_len", SEQ_LEN)
     t0 = time.time()
-    train_ids = torch.tensor(tok.encode(read("train")), dtype=torch.int64)
+    sources = training_text(name)
+    weights = spec.get("corpus", {"kjv": 1.0})
+    streams = [torch.tensor(tok.encode(sources[s]), dtype=torch.int64) for s in weights]
+    source_weights = torch.tensor(list(weights.values()), dtype=torch.float64)
     heldout_ids = tok.encode(read("heldout"))
     calib_ids = tok.encode(read("calibration"))
-    print(f"{name}: train {len(train_ids)} tokens, held-out {len(heldout_ids)}, calibration {len(calib_ids)} "
-          f"(tokenized in {time.time() - t0:.0f}s)")
+    train_tokens = {s: len(t) for s, t in zip(weights, streams)}
+    print(f"{name}: train {train_tokens} tokens, held-out {len(heldout_ids)}, calibration {len(calib_ids)} "
+          f"(tokenized in {time.time() - t0:.0f}s)", flush=True)
 
     torch.manual_seed(spec["seed"])
     cfg = model_config(name, tok)
@@ -200,15 +294,14 @@ def stage_train(name: str, steps_override: int = 0) -> None:
     warmup = max(1, steps // 20)
     g = torch.Generator().manual_seed(spec["seed"] + 1)
     log = []
-    t_train = time.time()
+    t_train, cpu_train = time.time(), time.process_time()
     model.train()
     for step in range(1, steps + 1):
         lr = spec["lr"] * (step / warmup if step <= warmup
                            else 0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * (step - warmup) / (steps - warmup))))
         for group in opt.param_groups:
             group["lr"] = lr
-        starts = torch.randint(0, len(train_ids) - SEQ_LEN - 1, (spec["batch"],), generator=g)
-        batch = torch.stack([train_ids[s:s + SEQ_LEN + 1] for s in starts.tolist()])
+        batch = draw_batch(streams, source_weights, spec["batch"], seq_len, g)
         logits, routers = model(batch[:, :-1])
         ce = F.cross_entropy(logits.reshape(-1, logits.shape[-1]), batch[:, 1:].reshape(-1))
         aux = moe_aux_loss(routers, model.spec.top_k)
@@ -220,10 +313,10 @@ def stage_train(name: str, steps_override: int = 0) -> None:
         if step % 25 == 0 or step == 1 or step == steps:
             elapsed = time.time() - t_train
             log.append({"step": step, "lr": round(lr, 6), "ce": round(float(ce), 4), "aux": round(float(aux), 4),
-                        "elapsed_s": round(elapsed, 1)})
+                        "elapsed_s": round(elapsed, 1), "cpu_s": round(time.process_time() - cpu_train, 1)})
             print(f"{name} step {step:4d}/{steps} ce {float(ce):.3f} aux {float(aux):.3f} lr {lr:.2e} "
                   f"{elapsed:.0f}s", flush=True)
-    train_s = time.time() - t_train
+    train_s, train_cpu_s = time.time() - t_train, time.process_time() - cpu_train
 
     # Save in the storage dtype, then evaluate the checkpoint as stored (reloaded, fp32 compute).
     save_pretrained(model, folder, dtype=spec["dtype"])
@@ -254,19 +347,22 @@ def stage_train(name: str, steps_override: int = 0) -> None:
     st_bytes = os.path.getsize(os.path.join(folder, "model.safetensors"))
     summary = {
         "model": name,
-        "command": f"/usr/bin/python3 tools/train_tiny.py train {name}" + (f" --steps {steps}" if steps_override else ""),
+        "command": f"/usr/bin/python3 tools/train_tiny.py train {name}" + (f" --steps {steps}" if steps_override else "")
+                   + (f" --threads {torch.get_num_threads()}" if torch.get_num_threads() != 1 else ""),
         "parameters": n_params,
         "active_parameters_note": "per token: attention + dense MLP + top-k routed experts + shared experts + embeddings",
         "safetensors_bytes": st_bytes,
         "weights_dtype": str(spec["dtype"]).replace("torch.", ""),
         "tokenizer": {"style": tok.style, "vocab_size": len(tok.vocab)},
-        "data": {"train_tokens": len(train_ids), "heldout_tokens": len(heldout_ids),
+        "data": {"train_tokens": sum(train_tokens.values()), "train_tokens_by_source": train_tokens,
+                 "source_weights": weights, "heldout_tokens": len(heldout_ids),
                  "calibration_tokens": len(calib_ids), "heldout_books": list(kjv_data.HELDOUT_BOOKS),
                  "calibration_books": list(kjv_data.CALIBRATION_BOOKS)},
-        "training": {"steps": steps, "batch": spec["batch"], "seq_len": SEQ_LEN, "optimizer": "AdamW(0.9, 0.95), wd 0.1",
+        "training": {"steps": steps, "batch": spec["batch"], "seq_len": seq_len, "optimizer": "AdamW(0.9, 0.95), wd 0.1",
                      "lr": spec["lr"], "schedule": f"linear warmup {warmup} steps, cosine to 10%",
-                     "aux_loss": f"{AUX_COEF} x switch load-balancing loss", "tokens_seen": steps * spec["batch"] * SEQ_LEN,
-                     "train_seconds": round(train_s, 1), "threads": torch.get_num_threads()},
+                     "aux_loss": f"{AUX_COEF} x switch load-balancing loss", "tokens_seen": steps * spec["batch"] * seq_len,
+                     "train_seconds": round(train_s, 1), "train_cpu_seconds": round(train_cpu_s, 1),
+                     "threads": torch.get_num_threads()},
         "eval": {"method": f"non-overlapping {EVAL_SEQ_LEN}-token windows, fp32 forward on the stored weights",
                  "heldout": held, "calibration": calib, "uniform_perplexity": len(tok.vocab)},
         "expert_usage_heldout": expert_usage(ref, heldout_ids),
@@ -344,12 +440,16 @@ def main() -> None:
     ap.add_argument("model", nargs="?", choices=sorted(MODELS))
     ap.add_argument("--steps", type=int, default=0, help="override the number of training steps")
     ap.add_argument("--threads", type=int, default=1, choices=[1, 2], help="torch threads (default 1)")
+    ap.add_argument("--pid-file", help="write this process's pid here first (for callers that pause it with SIGSTOP)")
     args = ap.parse_args()
+    if args.pid_file:
+        with open(args.pid_file, "w", encoding="utf-8") as f:
+            f.write(f"{os.getpid()}\n")
     setup_torch(args.threads)
     if args.stage in ("data", "all"):
         stage_data()
     if args.stage in ("tokenizers", "all"):
-        stage_tokenizers()
+        stage_tokenizers(args.model if args.stage == "tokenizers" and args.model else "")
     if args.stage == "train":
         if not args.model:
             ap.error("train needs a model name")

@@ -18,6 +18,8 @@ ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)
 sys.path.insert(0, os.path.join(ROOT, "tools"))
 
 import bpe  # noqa: E402
+import text_sources  # noqa: E402
+import train_tiny  # noqa: E402
 from onnxmoe_ref import MoeForCausalLM, golden_logits, load_pretrained, make_config, save_pretrained  # noqa: E402
 from onnxmoe_ref import safetensors_io as st  # noqa: E402
 
@@ -119,6 +121,37 @@ class TokenizerTests(unittest.TestCase):
         self.assertEqual(tok.bpe(list("abc")), ["abc"])
         tok2 = bpe.Tokenizer("bytelevel", vocab, [("b", "c"), ("a", "b")], [])
         self.assertEqual(tok2.bpe(list("abc")), ["a", "bc"])
+
+
+class CorpusTests(unittest.TestCase):
+    """The training corpus of models/small-mixtral never holds held-out (task) or calibration text."""
+
+    def test_overlap_check_finds_a_planted_verse_and_run(self):
+        protected = "And he said unto them, Go ye into all the world, and preach the gospel to every creature.\n"
+        clean = {"gcide": "Gospel: glad tidings; especially, the good news concerning Christ.\n"}
+        self.assertEqual(train_tiny.corpus_overlap(clean, protected), [])
+        planted = {"kjv": protected, "fortunes": "Go ye into all the world, and preach the gospel -- Mark\n"}
+        problems = train_tiny.corpus_overlap(planted, protected)
+        self.assertEqual(len(problems), 2, problems)
+        kept, dropped = text_sources.filter_overlap(planted["fortunes"].splitlines() + ["an unrelated line"],
+                                                    text_sources.shingles(protected))
+        self.assertEqual((kept, dropped), (["an unrelated line"], 1))
+
+    def test_written_corpus_does_not_overlap_heldout_or_calibration(self):
+        corpus = os.path.join(ROOT, train_tiny.CORPUS)
+        names = sorted(f[:-4] for f in os.listdir(corpus) if f.endswith(".txt")) if os.path.isdir(corpus) else []
+        if not names:
+            self.skipTest(f"{corpus}: not written (run tools/train_tiny.py data)")
+        texts = {}
+        for n in names:
+            with open(os.path.join(corpus, n + ".txt"), encoding="utf-8") as f:
+                texts[n] = f.read()
+        protected = ""
+        for split in ("heldout", "calibration"):
+            with open(os.path.join(ROOT, train_tiny.DATA, f"kjv-{split}.txt"), encoding="utf-8") as f:
+                protected += f.read()
+        self.assertEqual(set(names), set(train_tiny.MODELS["small-mixtral"]["corpus"]))
+        self.assertEqual(train_tiny.corpus_overlap(texts, protected), [])
 
 
 if __name__ == "__main__":

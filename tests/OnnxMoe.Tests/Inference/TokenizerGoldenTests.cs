@@ -10,6 +10,7 @@ public class TokenizerGoldenTests
     {
         "models/tiny-mixtral",
         "models/tiny-deepseek",
+        "models/small-mixtral",
         "tests/data/tokenizers/bytelevel-gpt2",
     };
 
