@@ -101,7 +101,7 @@ def speeds(r):
 table = {}
 for r in rows:
     table.setdefault((r["kind"], r["name"]), {})[r["round"]] = speeds(r)
-labels = {("ours", "fp32"): "onnxmoe fp32 (fused: MoE, GQA, SimplifiedLayerNorm)", ("ours", "int4"): "onnxmoe int4 RTN b128 level 4, standard ops (--fuse off)",
+labels = {("ours", "fp32"): "onnxmoe fp32 (default compile: GQA, SimplifiedLayerNorm fused; float experts standard)", ("ours", "int4"): "onnxmoe int4 RTN b128 level 4, standard ops (--fuse off)",
           ("ours", "int4-fused"): "onnxmoe int4 RTN b128 level 4, lm_head 8-bit, fused (QMoE, GQA, SimplifiedLayerNorm)",
           ("llama", "f32"): "llama.cpp f32", ("llama", "q4_0"): "llama.cpp q4_0"}
 rounds = (1, 2)
