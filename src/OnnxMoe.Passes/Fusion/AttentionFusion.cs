@@ -85,7 +85,8 @@ internal sealed class AttentionFusion
         return null;
     }
 
-    /// <summary>Leaves the graph in topological order and drops the standard form's RoPE and mask when nothing reads them.</summary>
+    /// <summary>Puts the appended nodes in topological order and forgets the renamed values (the standard form's RoPE went with
+    /// the last block's dead-code removal in <see cref="Fuse"/>).</summary>
     public void Finish()
     {
         _s.Graph.SortTopologically();

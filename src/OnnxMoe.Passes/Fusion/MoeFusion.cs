@@ -36,11 +36,14 @@ internal static class MoeFusion
         var type = flat.ElementType ?? DataType.Undefined;
         if (type is not (DataType.Float or DataType.Float16)) return $"its activations are {type.Name()}, not f32 or f16";
 
+        // The layer's nodes by name, gathered once (an expert's linears are MatMul or, quantized, MatMulNBits).
+        var layer = new Dictionary<string, Node>(StringComparer.Ordinal);
+        foreach (var n in s.Graph.Nodes) if (n.Name.StartsWith(ffn.Prefix, StringComparison.Ordinal)) layer.TryAdd(n.Name, n);
         var experts = new List<ExpertLinears>();
         foreach (var e in moe.ExpertIds)
         {
             var scope = ffn.ExpertScope(e);
-            Node? Find(string proj) => s.TryNodeNamed($"{scope}{proj}/MatMul") ?? s.TryNodeNamed($"{scope}{proj}/MatMulNBits");
+            Node? Find(string proj) => layer.GetValueOrDefault($"{scope}{proj}/MatMul") ?? layer.GetValueOrDefault($"{scope}{proj}/MatMulNBits");
             if (Find("w1") is not { } gate || Find("w3") is not { } up || Find("w2") is not { } down)
                 return $"expert {e} has no w1/w3/w2 linear layers under {scope}";
             experts.Add(new ExpertLinears(gate, up, down));
@@ -191,18 +194,16 @@ internal static class MoeFusion
         var shape = new[] { experts.Count, interleave ? 2 * rows : rows, rowElements };
         return Stacked(name, first.DataType, shape, experts.Count, e =>
         {
-            if (!interleave) return Bytes(downs[e], first);
-            var gate = Bytes(gates[e], first);
-            var up = Bytes(ups[e], first);
-            return InterleaveRows(gate, up, checked((int)rows), rowBytes);
+            if (!interleave) return Bytes(downs[e], first).ToArray();
+            return InterleaveRows(Bytes(gates[e], first), Bytes(ups[e], first), checked((int)rows), rowBytes);
         });
     }
 
-    private static byte[] Bytes(Tensor t, Tensor like)
+    private static ReadOnlySpan<byte> Bytes(Tensor t, Tensor like)
     {
         if (t.DataType != like.DataType || t.ByteLength != like.ByteLength)
             throw new InvalidOperationException($"expert tensor {t.Name} is {t}, expected the layout of {like}");
-        return t.GetBytes().ToArray();
+        return t.GetBytes();
     }
 
     private static byte[] Transposed(Tensor t, int rows, int cols)
@@ -215,13 +216,13 @@ internal static class MoeFusion
     }
 
     /// <summary>Rows a0, b0, a1, b1, ... of two [rows, rowBytes] blocks.</summary>
-    private static byte[] InterleaveRows(byte[] a, byte[] b, int rows, int rowBytes)
+    private static byte[] InterleaveRows(ReadOnlySpan<byte> a, ReadOnlySpan<byte> b, int rows, int rowBytes)
     {
         var dst = new byte[2L * rows * rowBytes];
         for (int r = 0; r < rows; r++)
         {
-            a.AsSpan(r * rowBytes, rowBytes).CopyTo(dst.AsSpan(2 * r * rowBytes, rowBytes));
-            b.AsSpan(r * rowBytes, rowBytes).CopyTo(dst.AsSpan((2 * r + 1) * rowBytes, rowBytes));
+            a.Slice(r * rowBytes, rowBytes).CopyTo(dst.AsSpan(2 * r * rowBytes, rowBytes));
+            b.Slice(r * rowBytes, rowBytes).CopyTo(dst.AsSpan((2 * r + 1) * rowBytes, rowBytes));
         }
         return dst;
     }

@@ -65,26 +65,23 @@ internal sealed class DecoderSurgery
         return string.Join(", ", parts);
     }
 
-    public Node NodeNamed(string name) =>
-        TryNodeNamed(name) ?? throw new PassException(_passName, $"the model's structure metadata names node '{name}', which the graph does not have");
+    public Node NodeNamed(string name)
+    {
+        if (_nodes == null || !_nodes.TryGetValue(name, out var n) || !ReferenceEquals(n.Graph, Graph))
+        {
+            _nodes = new Dictionary<string, Node>(StringComparer.Ordinal);
+            foreach (var node in Graph.Nodes) if (node.Name.Length > 0) _nodes.TryAdd(node.Name, node);
+            if (!_nodes.TryGetValue(name, out n))
+                throw new PassException(_passName, $"the model's structure metadata names node '{name}', which the graph does not have");
+        }
+        return n;
+    }
 
     /// <summary>Forgets the name lookups (after renaming values or nodes).</summary>
     public void InvalidateNames()
     {
         _nodes = null;
         _values = null;
-    }
-
-    /// <summary>The node named <paramref name="name"/>, or null when the graph has none.</summary>
-    public Node? TryNodeNamed(string name)
-    {
-        if (_nodes == null || !_nodes.TryGetValue(name, out var n) || !ReferenceEquals(n.Graph, Graph))
-        {
-            _nodes = new Dictionary<string, Node>(StringComparer.Ordinal);
-            foreach (var node in Graph.Nodes) if (node.Name.Length > 0) _nodes.TryAdd(node.Name, node);
-            _nodes.TryGetValue(name, out n);
-        }
-        return n;
     }
 
     /// <summary>Adds <paramref name="tensor"/> as an initializer just before <paramref name="anchor"/> in the initializer
