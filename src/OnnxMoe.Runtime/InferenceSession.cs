@@ -87,8 +87,42 @@ public sealed class InferenceSession : IDisposable
         CancellationToken cancellationToken = default)
     {
         ObjectDisposedException.ThrowIf(_disposed, this);
-        var given = inputs.ToList();
+        var (given, inputNames, inputValues) = NativeInputs(inputs);
         var names = outputNames ?? Outputs.Select(o => o.Name).ToList();
+        CheckOutputNames(names);
+        Ort.IDisposableReadOnlyCollection<Ort.OrtValue> outputs = null!;
+        Invoke(given, cancellationToken, runOptions =>
+            outputs = _session.Run(runOptions, inputNames, inputValues, names as IReadOnlyCollection<string> ?? names.ToArray()));
+        // The collection's Dispose would release the values; ownership moves to the RunResult instead.
+        return new RunResult(names.ToArray(), outputs.Select(OrtValue.Own).ToArray());
+    }
+
+    /// <summary>
+    /// Runs the model writing each output into the caller's preallocated <paramref name="outputs"/> (of the output's
+    /// exact shape and type); all values stay owned by the caller. An output may be the very value given as an input:
+    /// ORT then hands the kernel one buffer for both, which is how GroupQueryAttention's past_present_share_buffer mode
+    /// updates a KV cache in place. Errors as for <see cref="Run"/>.
+    /// </summary>
+    public void RunInto(IEnumerable<KeyValuePair<string, OrtValue>> inputs, IReadOnlyList<KeyValuePair<string, OrtValue>> outputs,
+        CancellationToken cancellationToken = default)
+    {
+        ObjectDisposedException.ThrowIf(_disposed, this);
+        var (given, inputNames, inputValues) = NativeInputs(inputs);
+        var names = outputs.Select(o => o.Key).ToArray();
+        CheckOutputNames(names);
+        var values = new Ort.OrtValue[outputs.Count];
+        for (int i = 0; i < values.Length; i++)
+        {
+            ArgumentNullException.ThrowIfNull(outputs[i].Value, $"output '{names[i]}'");
+            values[i] = outputs[i].Value.Native;
+        }
+        Invoke(given, cancellationToken, runOptions => _session.Run(runOptions, inputNames, inputValues, names, values));
+        GC.KeepAlive(outputs);
+    }
+
+    private (List<KeyValuePair<string, OrtValue>> Given, string[] Names, Ort.OrtValue[] Values) NativeInputs(IEnumerable<KeyValuePair<string, OrtValue>> inputs)
+    {
+        var given = inputs.ToList();
         var seen = new HashSet<string>(StringComparer.Ordinal);
         var inputNames = new string[given.Count];
         var inputValues = new Ort.OrtValue[given.Count];
@@ -102,17 +136,25 @@ public sealed class InferenceSession : IDisposable
             inputNames[i] = name;
             inputValues[i] = given[i].Value.Native;
         }
+        return (given, inputNames, inputValues);
+    }
+
+    private void CheckOutputNames(IEnumerable<string> names)
+    {
         foreach (var name in names)
             if (!_outputNames.Contains(name))
                 throw new ArgumentException($"model {ModelPath} has no output named '{name}'; its outputs are: {string.Join(", ", _session.OutputNames)}");
+    }
 
+    /// <summary>Calls ORT with run options that honour <paramref name="cancellationToken"/>, mapping its errors.</summary>
+    private void Invoke(List<KeyValuePair<string, OrtValue>> given, CancellationToken cancellationToken, Action<Ort.RunOptions> run)
+    {
         cancellationToken.ThrowIfCancellationRequested();
         using var runOptions = cancellationToken.CanBeCanceled ? new Ort.RunOptions() : null;
         using var registration = runOptions is null ? default : cancellationToken.Register(() => runOptions.Terminate = true);
-        Ort.IDisposableReadOnlyCollection<Ort.OrtValue> outputs;
         try
         {
-            outputs = _session.Run(runOptions ?? s_defaultRunOptions, inputNames, inputValues, names as IReadOnlyCollection<string> ?? names.ToArray());
+            run(runOptions ?? s_defaultRunOptions);
         }
         catch (Ort.OnnxRuntimeException e) when (cancellationToken.IsCancellationRequested)
         {
@@ -126,8 +168,6 @@ public sealed class InferenceSession : IDisposable
         {
             GC.KeepAlive(given); // the values (and the managed memory they pin) must outlive the native call
         }
-        // The collection's Dispose would release the values; ownership moves to the RunResult instead.
-        return new RunResult(names.ToArray(), outputs.Select(OrtValue.Own).ToArray());
     }
 
     /// <summary>Runs the model and copies the first requested output's elements into a managed array.</summary>

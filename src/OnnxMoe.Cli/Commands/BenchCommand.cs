@@ -13,7 +13,7 @@ internal static class BenchCommand
         var gen = new Option<int>("--gen") { Description = "Tokens generated with the KV cache for the decode measurement.", DefaultValueFactory = _ => 64 };
         var batch = new Option<int>("--batch") { Description = "Sequences per run (the paper: 1).", DefaultValueFactory = _ => 1 };
         var repeat = new Option<int>("--repeat") { Description = "Measured repeats per model (medians are reported); one warm-up run is excluded.", DefaultValueFactory = _ => 3 };
-        var engine = new Option<string>("--engine") { Description = "Comma list of engines each folder is measured with: ort (onnxmoe's decoder over ONNX Runtime), genai (ONNX Runtime GenAI with the folder's genai_config.json).", DefaultValueFactory = _ => "ort" };
+        var engine = new Option<string>("--engine") { Description = "Comma list of engines each folder is measured with: ort (onnxmoe's decoder over ONNX Runtime; with fused attention on CPU it keeps the KV cache in one shared buffer updated in place), ort-concat (the same decoder with a fresh present per step, to see what the shared buffer gains), genai (ONNX Runtime GenAI with the folder's genai_config.json).", DefaultValueFactory = _ => "ort" };
         var json = new Option<bool>("--json") { Description = "Print the results as JSON." };
         var profile = new Option<string?>("--profile")
         {

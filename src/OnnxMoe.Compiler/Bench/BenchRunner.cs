@@ -15,13 +15,21 @@ namespace OnnxMoe.Compiler.Bench;
 /// <summary>What runs a model in a benchmark: onnxmoe's own decoder over ORT, or ONNX Runtime GenAI's generator.</summary>
 public enum BenchEngine
 {
+    /// <summary>onnxmoe's decoder, KV cache as <see cref="KvCacheMode.Auto"/> picks (a shared buffer for fused attention on CPU).</summary>
     Ort,
     GenAi,
+    /// <summary>onnxmoe's decoder with a fresh present per step (<see cref="KvCacheMode.Concat"/>), to measure what the shared buffer gains.</summary>
+    OrtConcat,
 }
 
 public static class BenchEngines
 {
-    public static string Name(this BenchEngine engine) => engine == BenchEngine.GenAi ? "genai" : "ort";
+    public static string Name(this BenchEngine engine) => engine switch
+    {
+        BenchEngine.GenAi => "genai",
+        BenchEngine.OrtConcat => "ort-concat",
+        _ => "ort",
+    };
 
     /// <summary>Parses a comma list such as "ort,genai" (order kept: the first engine's first row is the baseline).</summary>
     public static IReadOnlyList<BenchEngine> Parse(string text)
@@ -33,7 +41,8 @@ public static class BenchEngines
             {
                 "ort" => BenchEngine.Ort,
                 "genai" => BenchEngine.GenAi,
-                _ => throw new UserErrorException($"--engine: unknown engine '{part}' (expected ort, genai or a comma list of them)"),
+                "ort-concat" => BenchEngine.OrtConcat,
+                _ => throw new UserErrorException($"--engine: unknown engine '{part}' (expected ort, ort-concat, genai or a comma list of them)"),
             };
             if (engines.Contains(engine)) throw new UserErrorException($"--engine: '{part}' is listed twice");
             engines.Add(engine);
@@ -80,7 +89,7 @@ public sealed record BenchOptions
         if (WarmupRuns < 0) throw new UserErrorException($"warm-up runs must be 0 or more, got {WarmupRuns}");
         if (Engines.Count == 0) throw new UserErrorException("--engine needs at least one engine");
         if (Engines.Contains(BenchEngine.GenAi) && Batch != 1) throw new UserErrorException($"--engine genai measures batch 1 only, got --batch {Batch}");
-        if (ProfileDirectory is not null && !Engines.Contains(BenchEngine.Ort))
+        if (ProfileDirectory is not null && Engines.All(e => e == BenchEngine.GenAi))
             throw new UserErrorException("--profile records ORT's profile of the ort engine; add ort to --engine");
         if (ProfileTopOps < 1) throw new UserErrorException($"profile top ops must be at least 1, got {ProfileTopOps}");
         if (BandwidthBufferBytes < 1L << 20) throw new UserErrorException($"bandwidth buffer must be at least 1 MiB, got {BandwidthBufferBytes} bytes");
@@ -251,7 +260,12 @@ public sealed class BenchRunner
             {
                 _progress?.Invoke($"bench {names[i]} with {engine.Name()} ({i + 1}/{folders.Count})");
                 var bandwidth = traffic is null ? null : MeasureBandwidth();
-                var result = engine == BenchEngine.GenAi ? GenAiBench.Measure(this, folders[i], names[i]) : Measure(folders[i], names[i]);
+                var result = engine switch
+                {
+                    BenchEngine.GenAi => GenAiBench.Measure(this, folders[i], names[i]),
+                    BenchEngine.OrtConcat => Measure(folders[i], names[i], KvCacheMode.Concat) with { Engine = engine.Name() },
+                    _ => Measure(folders[i], names[i]),
+                };
                 results.Add(traffic is null ? result : result with { Bound = DecodeBound.Of(traffic, bandwidth!, _options, result.DecodeMedianMsPerToken) });
             }
         }
@@ -270,7 +284,7 @@ public sealed class BenchRunner
     private void WarmUpProcess(ModelFolder folder)
     {
         _progress?.Invoke("bench: warming up the process (untimed)");
-        if (_options.Engines.Contains(BenchEngine.Ort))
+        if (_options.Engines.Any(e => e != BenchEngine.GenAi))
             using (var decoder = OrtDecoder.Open(folder, _options.Session)) RunOnce(decoder);
         if (_options.Engines.Contains(BenchEngine.GenAi)) GenAiBench.WarmUp(this, folder);
         ReleaseFreedMemory();
@@ -294,7 +308,7 @@ public sealed class BenchRunner
     /// Measures one folder (see <see cref="BenchModelResult"/>). With a profile folder, a second session then runs the
     /// same schedule (warm-up and repeats) with ORT's profiler on, so the profiler's own cost stays out of the timings.
     /// </summary>
-    public BenchModelResult Measure(ModelFolder folder, string name)
+    public BenchModelResult Measure(ModelFolder folder, string name, KvCacheMode kvCache = KvCacheMode.Auto)
     {
         var session = _options.Session ?? new SessionConfig();
         ReleaseFreedMemory();
@@ -304,7 +318,7 @@ public sealed class BenchRunner
         var prefill = new List<double>();
         var decode = new List<double>();
         BenchModelResult result;
-        using (var decoder = OrtDecoder.Open(folder, session))
+        using (var decoder = OrtDecoder.Open(folder, session, kvCache))
         {
             double loadSeconds = load.Elapsed.TotalSeconds;
             RunSchedule(decoder, (p, d) =>
@@ -320,7 +334,7 @@ public sealed class BenchRunner
                 decodeMedian * 1e3, _options.Batch / decodeMedian,
                 memory.PeakResidentBytes, memory.PeakResidentBytes - before, isolated, loadSeconds);
         }
-        return _options.ProfileDirectory is { } directory ? result with { Profile = Profile(folder, name, session, directory) } : result;
+        return _options.ProfileDirectory is { } directory ? result with { Profile = Profile(folder, name, session, directory, kvCache) } : result;
     }
 
     /// <summary>The warm-up runs, then the repeats, each (prefill + decode); <paramref name="measured"/> gets each repeat's times in seconds.</summary>
@@ -334,7 +348,7 @@ public sealed class BenchRunner
     }
 
     /// <summary>Runs the schedule in a profiled session and writes ORT's profile as <c>{directory}/{name}.ort-profile.json</c>.</summary>
-    private BenchProfile Profile(ModelFolder folder, string name, SessionConfig session, string directory)
+    private BenchProfile Profile(ModelFolder folder, string name, SessionConfig session, string directory, KvCacheMode kvCache)
     {
         _progress?.Invoke($"  profiling {name} (a second session, same schedule)");
         System.IO.Directory.CreateDirectory(directory);
@@ -344,7 +358,7 @@ public sealed class BenchRunner
         profiled.ProfilePrefix = Path.Combine(Path.GetDirectoryName(file)!, "." + fileName + ".tmp-" + Environment.ProcessId);
         try
         {
-            using var decoder = OrtDecoder.Open(folder, profiled);
+            using var decoder = OrtDecoder.Open(folder, profiled, kvCache);
             RunSchedule(decoder, (_, _) => { });
             File.Move(decoder.Session.EndProfiling(), file, overwrite: true);
         }

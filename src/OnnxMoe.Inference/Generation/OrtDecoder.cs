@@ -10,10 +10,23 @@ namespace OnnxMoe.Inference.Generation;
 public sealed record DecoderSignature(int Layers, int KeyValueHeads, int HeadDim, DataType CacheType, int VocabSize,
     bool HasAttentionMask, bool HasPositionIds);
 
+/// <summary>How a decoder state holds its KV cache between steps.</summary>
+public enum KvCacheMode
+{
+    /// <summary><see cref="Shared"/> where the graph allows it (every attention fused into GroupQueryAttention, on CPU), else <see cref="Concat"/>.</summary>
+    Auto,
+    /// <summary>Each step's presents (past + new, a fresh tensor) become the next step's past.</summary>
+    Concat,
+    /// <summary>One buffer per cache tensor with room for more positions, bound as both past and present, so
+    /// GroupQueryAttention (past_present_share_buffer) writes the new positions in place; the buffer grows by doubling.</summary>
+    Shared,
+}
+
 /// <summary>
 /// <see cref="IDecoder"/> over an ORT session with GenAI I/O (input_ids, attention_mask, position_ids,
-/// past_key_values.{i}.key|value -> logits, present.{i}.key|value). The presents of one step are fed back as the
-/// next step's past without copying. Owns the session when created by <see cref="Open"/>.
+/// past_key_values.{i}.key|value -> logits, present.{i}.key|value). The cache is never copied per step: the presents
+/// are fed back as the next past (<see cref="KvCacheMode.Concat"/>), or one buffer is updated in place
+/// (<see cref="KvCacheMode.Shared"/>). Owns the session when created by <see cref="Open"/>.
 /// </summary>
 public sealed partial class OrtDecoder : IDecoder
 {
@@ -23,21 +36,34 @@ public sealed partial class OrtDecoder : IDecoder
     // ORT's GroupQueryAttention (fused attention) runs several new tokens after a KV cache only for one sequence at a time.
     private readonly bool _rowByRowContinuation;
 
-    public OrtDecoder(InferenceSession session, GenAiConfig? genAi = null, bool ownsSession = false)
+    /// <param name="kvCache"><see cref="KvCacheMode.Shared"/> is refused unless every attention is fused.</param>
+    public OrtDecoder(InferenceSession session, GenAiConfig? genAi = null, bool ownsSession = false, KvCacheMode kvCache = KvCacheMode.Auto)
     {
         _session = session;
         _ownsSession = ownsSession;
         Signature = ReadSignature(session, genAi);
         _logitsType = session.Outputs.First(o => o.Name == "logits").ElementType;
-        _rowByRowContinuation = session.CustomMetadata.TryGetValue(Structure.DecoderStructure.MetadataKey, out var json)
-            && Structure.DecoderStructure.FromJson(json).Blocks.Any(b => b.Attention.FusedNode != null);
+        var blocks = session.CustomMetadata.TryGetValue(Structure.DecoderStructure.MetadataKey, out var json)
+            ? Structure.DecoderStructure.FromJson(json).Blocks : [];
+        _rowByRowContinuation = blocks.Any(b => b.Attention.FusedNode != null);
+        bool allFused = blocks.Count > 0 && blocks.All(b => b.Attention.FusedNode != null);
+        if (kvCache == KvCacheMode.Shared && !allFused)
+            throw new ArgumentException($"{session.ModelPath}: a shared KV buffer needs every attention fused into GroupQueryAttention (compile with fuse)");
+        KvCache = kvCache switch
+        {
+            KvCacheMode.Auto => allFused && session.Device == ExecutionDevice.Cpu ? KvCacheMode.Shared : KvCacheMode.Concat,
+            _ => kvCache,
+        };
     }
 
     /// <summary>Opens the folder's decoder in a new session (CPU unless <paramref name="config"/> says otherwise).</summary>
-    public static OrtDecoder Open(ModelFolder folder, SessionConfig? config = null) =>
-        new(new InferenceSession(folder.ModelPath, config), folder.GenAi, ownsSession: true);
+    public static OrtDecoder Open(ModelFolder folder, SessionConfig? config = null, KvCacheMode kvCache = KvCacheMode.Auto) =>
+        new(new InferenceSession(folder.ModelPath, config), folder.GenAi, ownsSession: true, kvCache);
 
     public DecoderSignature Signature { get; }
+
+    /// <summary>How states hold the cache (never <see cref="KvCacheMode.Auto"/>).</summary>
+    public KvCacheMode KvCache { get; }
 
     public int VocabSize => Signature.VocabSize;
 
@@ -94,11 +120,16 @@ public sealed partial class OrtDecoder : IDecoder
         private readonly string[] _outputNames;
         private RunResult? _last;
         private float[] _converted = [];
+        private readonly bool _shared;
+        // Shared mode: the positions the buffers have room for (>= PastLength); the logits tensor written into.
+        private int _capacity;
+        private OrtValue? _logits;
 
         public State(OrtDecoder owner, int batch, bool allocatePast = true)
         {
             _owner = owner;
             BatchSize = batch;
+            _shared = owner.KvCache == KvCacheMode.Shared;
             var s = owner.Signature;
             _past = new OrtValue[2 * s.Layers];
             _pastNames = new string[2 * s.Layers];
@@ -122,8 +153,8 @@ public sealed partial class OrtDecoder : IDecoder
             foreach (var r in rows)
                 if ((uint)r >= (uint)BatchSize) throw new ArgumentOutOfRangeException(nameof(rows), $"row {r} is outside the batch of {BatchSize}");
             var s = _owner.Signature;
-            var copy = new State(_owner, rows.Length, allocatePast: false) { PastLength = PastLength };
-            long[] shape = [rows.Length, s.KeyValueHeads, PastLength, s.HeadDim];
+            var copy = new State(_owner, rows.Length, allocatePast: false) { PastLength = PastLength, _capacity = _capacity };
+            long[] shape = [rows.Length, s.KeyValueHeads, Positions, s.HeadDim];
             for (int j = 0; j < _past.Length; j++)
             {
                 var source = _past[j].GetBytes();
@@ -140,6 +171,34 @@ public sealed partial class OrtDecoder : IDecoder
 
         public int PastLength { get; private set; }
 
+        /// <summary>The cache tensors' position dimension.</summary>
+        private int Positions => _shared ? _capacity : PastLength;
+
+        /// <summary>Shared mode: makes room for <paramref name="total"/> positions, copying the cache into buffers of at
+        /// least twice the size when it has none (so growing costs amortised O(1) per position).</summary>
+        private void EnsureCapacity(int total)
+        {
+            if (total <= _capacity) return;
+            var s = _owner.Signature;
+            int capacity = (Math.Max(total + 64, 2 * _capacity) + 63) / 64 * 64;
+            int elementBytes = s.CacheType == DataType.Float ? 4 : 2;
+            int usedBytes = PastLength * s.HeadDim * elementBytes, oldRow = _capacity * s.HeadDim * elementBytes, newRow = capacity * s.HeadDim * elementBytes;
+            long[] shape = [BatchSize, s.KeyValueHeads, capacity, s.HeadDim];
+            for (int j = 0; j < _past.Length; j++)
+            {
+                var grown = OrtValue.Allocate(s.CacheType, shape);
+                if (usedBytes > 0)
+                {
+                    var from = _past[j].GetBytes();
+                    var to = grown.GetBytes();
+                    for (int r = 0; r < BatchSize * s.KeyValueHeads; r++) from.Slice(r * oldRow, usedBytes).CopyTo(to.Slice(r * newRow, usedBytes));
+                }
+                _past[j].Dispose();
+                _past[j] = grown;
+            }
+            _capacity = capacity;
+        }
+
         public ReadOnlySpan<float> Forward(ReadOnlySpan<long> inputIds, int sequenceLength, ReadOnlySpan<long> attentionMask, ReadOnlySpan<long> positionIds)
         {
             int batch = BatchSize, total = PastLength + sequenceLength, vocab = _owner.VocabSize;
@@ -149,6 +208,8 @@ public sealed partial class OrtDecoder : IDecoder
             if (_owner._rowByRowContinuation && batch > 1 && sequenceLength > 1 && PastLength > 0)
                 return ForwardRowByRow(inputIds, sequenceLength, attentionMask, positionIds);
 
+            // Shared mode: room must exist before the run, since the buffers given as past are the ones ORT writes the presents into.
+            if (_shared) EnsureCapacity(total);
             using var ids = OrtValue.CreateTensor<long>(inputIds.ToArray(), [batch, sequenceLength]);
             using var mask = OrtValue.CreateTensor<long>(attentionMask.ToArray(), [batch, total]);
             using var positions = OrtValue.CreateTensor<long>(positionIds.ToArray(), [batch, sequenceLength]);
@@ -156,6 +217,7 @@ public sealed partial class OrtDecoder : IDecoder
             if (_owner.Signature.HasAttentionMask) inputs.Add(new("attention_mask", mask));
             if (_owner.Signature.HasPositionIds) inputs.Add(new("position_ids", positions));
             for (int j = 0; j < _past.Length; j++) inputs.Add(new(_pastNames[j], _past[j]));
+            if (_shared) return ForwardShared(inputs, sequenceLength, total);
 
             var result = _owner._session.Run(inputs, _outputNames);
             _last?.Dispose();
@@ -168,7 +230,28 @@ public sealed partial class OrtDecoder : IDecoder
             }
             PastLength = total;
 
-            var logits = result["logits"];
+            return Logits(result["logits"], sequenceLength);
+        }
+
+        /// <summary>Shared mode: the buffers (grown to fit) are both past and present; logits go into a tensor kept for the next call.</summary>
+        private ReadOnlySpan<float> ForwardShared(List<KeyValuePair<string, OrtValue>> inputs, int sequenceLength, int total)
+        {
+            long[] logitsShape = [BatchSize, sequenceLength, _owner.VocabSize];
+            if (_logits is null || !_logits.Shape.AsSpan().SequenceEqual(logitsShape))
+            {
+                _logits?.Dispose();
+                _logits = OrtValue.Allocate(_owner._logitsType, logitsShape);
+            }
+            var outputs = new List<KeyValuePair<string, OrtValue>>(_outputNames.Length) { new("logits", _logits) };
+            for (int j = 0; j < _past.Length; j++) outputs.Add(new(_outputNames[1 + j], _past[j]));
+            _owner._session.RunInto(inputs, outputs);
+            PastLength = total;
+            return Logits(_logits, sequenceLength);
+        }
+
+        private ReadOnlySpan<float> Logits(OrtValue logits, int sequenceLength)
+        {
+            int batch = BatchSize, vocab = _owner.VocabSize;
             long expected = (long)batch * sequenceLength * vocab;
             if (logits.ElementCount != expected)
                 throw new InvalidOperationException($"{_owner._session.ModelPath}: logits has shape [{string.Join(",", logits.Shape)}], expected [{batch},{sequenceLength},{vocab}]");
@@ -192,12 +275,18 @@ public sealed partial class OrtDecoder : IDecoder
             int batch = BatchSize, total = PastLength + sequenceLength, vocab = _owner.VocabSize;
             var s = _owner.Signature;
             var logits = new float[(long)batch * sequenceLength * vocab];
-            var presents = _past.Select(_ => OrtValue.Allocate(s.CacheType, [batch, s.KeyValueHeads, total, s.HeadDim])).ToArray();
+            var presents = new OrtValue[_past.Length];
             for (int b = 0; b < batch; b++)
             {
                 using var row = (State)SelectRows([b]);
                 row.Forward(inputIds.Slice(b * sequenceLength, sequenceLength), sequenceLength,
                     attentionMask.Slice(b * total, total), positionIds.Slice(b * sequenceLength, sequenceLength)).CopyTo(logits.AsSpan(b * sequenceLength * vocab));
+                // Every row grows its cache the same way (same lengths), so the first row's layout is the batch's.
+                if (b == 0)
+                {
+                    _capacity = row._capacity;
+                    for (int j = 0; j < _past.Length; j++) presents[j] = OrtValue.Allocate(s.CacheType, [batch, s.KeyValueHeads, row.Positions, s.HeadDim]);
+                }
                 for (int j = 0; j < _past.Length; j++)
                 {
                     var bytes = row._past[j].GetBytes();
@@ -220,6 +309,8 @@ public sealed partial class OrtDecoder : IDecoder
         {
             _last?.Dispose();
             _last = null;
+            _logits?.Dispose();
+            _logits = null;
             foreach (var v in _past) v?.Dispose();
         }
     }
