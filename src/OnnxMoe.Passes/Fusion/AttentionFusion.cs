@@ -66,9 +66,9 @@ internal sealed class AttentionFusion
         Value[] outputs;
         using (_b.PushScope($"model/layers.{block.Index}/attn/fused"))
         {
-            var q = Rotary(_b.Reshape(_s.ValueNamed(a.QueryHeads), 0, 0, nH * d), nH);
-            var k = Rotary(_b.Reshape(_s.ValueNamed(a.KeyHeads), 0, 0, kvH * d), kvH);
-            var v = _b.Reshape(_s.ValueNamed(a.ValueHeads), 0, 0, kvH * d);
+            var q = Rotary(Flat(a.QueryHeads, nH, d), nH);
+            var k = Rotary(Flat(a.KeyHeads, kvH, d), kvH);
+            var v = Flat(a.ValueHeads, kvH, d);
             outputs = _b.Op("GroupQueryAttention", [q, k, v, pastK, pastV, _seqLens, _total, null, null, null, _bias], 3,
                 [Attribute.Int("num_heads", nH), Attribute.Int("kv_num_heads", kvH), Attribute.Float("scale", (float)(1.0 / Math.Sqrt(d)))],
                 [_type, _type, _type], MoeFusion.Domain);
@@ -108,6 +108,22 @@ internal sealed class AttentionFusion
         value.Name = name;
         value.Type = old.Type;
         _s.Graph.Outputs[index] = value;
+    }
+
+    /// <summary>
+    /// The heads value [B,S,H,D] as [B,S,H*D], which is what RotaryEmbedding and GroupQueryAttention read: when the standard
+    /// form made the heads by reshaping a [B,S,H*D] projection with the constant [0,0,H,D] (the lowering always does, unless a
+    /// per-head q/k norm sits between), that projection itself, so neither reshape runs (two kernel launches per value and
+    /// token); otherwise a Reshape.
+    /// </summary>
+    private Value Flat(string heads, int h, int d)
+    {
+        var value = _s.ValueNamed(heads);
+        if (value.Producer is { OpType: "Reshape", Domain: "" } reshape && reshape.Inputs.Count == 2 && reshape.Inputs[0] is { } x
+            && reshape.Inputs[1]?.ConstValue is { DataType: DataType.Int64, ElementCount: 4 } shape
+            && shape.GetSpan<long>().SequenceEqual([0L, 0L, h, d]))
+            return x;
+        return _b.Reshape(value, 0, 0, (long)h * d);
     }
 
     private Value Rotary(Value x, int heads) =>

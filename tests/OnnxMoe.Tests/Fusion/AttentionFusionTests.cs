@@ -30,6 +30,10 @@ public sealed class AttentionFusionTests
         Assert.Equal(s.NumLayers, report.Counters.GetValueOrDefault("attention-fused"));
         Assert.All(s.Blocks, b => Assert.NotNull(b.Attention.FusedNode));
         Assert.DoesNotContain(fused.Model.Graph.Nodes, n => n.OpType == "Concat" && n.Name.Contains("/kv_cache/", StringComparison.Ordinal));
+        // The projections feed RotaryEmbedding and GroupQueryAttention as they are; only Qwen3's per-head q/k norm needs
+        // [B,S,H,D] and back (two reshapes each for q and k).
+        int reshapes = fused.Model.Graph.Nodes.Count(n => n.OpType == "Reshape" && n.Name.Contains("/attn/", StringComparison.Ordinal));
+        Assert.Equal(family == "qwen3_moe" ? 4 * s.NumLayers : 0, reshapes);
 
         var expected = Decode(standard.Model);
         var actual = Decode(fused.Model);
