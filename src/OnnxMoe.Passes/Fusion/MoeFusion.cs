@@ -1,4 +1,6 @@
+using System.Buffers;
 using System.Globalization;
+using System.Runtime.InteropServices;
 using OnnxMoe.Ir;
 using OnnxMoe.Ir.Tensors;
 using OnnxMoe.Passes.Trimming;
@@ -163,11 +165,14 @@ internal static class MoeFusion
         var gates = experts.Select(x => x.Gate.Inputs[1]!.ConstValue!).ToList();
         var ups = experts.Select(x => x.Up.Inputs[1]!.ConstValue!).ToList();
         int h = checked((int)gates[0].Shape[0]), inter = checked((int)gates[0].Shape[1]);
-        return Stacked(name, type, [experts.Count, 2L * inter, h], experts.Count, e =>
+        int rowBytes = checked((int)type.ByteCount(h)), matrixBytes = checked(inter * rowBytes);
+        return Stacked(name, type, [experts.Count, 2L * inter, h], experts.Count, 2 * matrixBytes, (e, slice, scratch) =>
         {
-            var gate = Transposed(gates[e], h, inter);
-            var up = Transposed(ups[e], h, inter);
-            return InterleaveRows(gate, up, inter, checked((int)type.ByteCount(h)));
+            var gate = scratch[..matrixBytes];
+            var up = scratch.Slice(matrixBytes, matrixBytes);
+            Transpose(gates[e], h, inter, gate);
+            Transpose(ups[e], h, inter, up);
+            InterleaveRows(gate, up, inter, rowBytes, slice);
         });
     }
 
@@ -176,7 +181,7 @@ internal static class MoeFusion
     {
         var downs = experts.Select(x => x.Down.Inputs[1]!.ConstValue!).ToList();
         int inter = checked((int)downs[0].Shape[0]), h = checked((int)downs[0].Shape[1]);
-        return Stacked(name, type, [experts.Count, h, inter], experts.Count, e => Transposed(downs[e], inter, h));
+        return Stacked(name, type, [experts.Count, h, inter], experts.Count, 0, (e, slice, _) => Transpose(downs[e], inter, h, slice));
     }
 
     /// <summary>Input <paramref name="input"/> (1 = packed codes [N, blocks, block bytes], 2 = scales [N, blocks], 3 = packed
@@ -192,10 +197,10 @@ internal static class MoeFusion
         long rowElements = first.ElementCount / rows;
         int rowBytes = checked((int)(first.ByteLength / rows));
         var shape = new[] { experts.Count, interleave ? 2 * rows : rows, rowElements };
-        return Stacked(name, first.DataType, shape, experts.Count, e =>
+        return Stacked(name, first.DataType, shape, experts.Count, 0, (e, slice, _) =>
         {
-            if (!interleave) return Bytes(downs[e], first).ToArray();
-            return InterleaveRows(Bytes(gates[e], first), Bytes(ups[e], first), checked((int)rows), rowBytes);
+            if (interleave) InterleaveRows(Bytes(gates[e], first), Bytes(ups[e], first), checked((int)rows), rowBytes, slice);
+            else Bytes(downs[e], first).CopyTo(slice);
         });
     }
 
@@ -206,37 +211,63 @@ internal static class MoeFusion
         return t.GetBytes();
     }
 
-    private static byte[] Transposed(Tensor t, int rows, int cols)
+    /// <summary>The [rows, cols] matrix <paramref name="t"/> transposed into <paramref name="destination"/> ([cols, rows]).</summary>
+    private static void Transpose(Tensor t, int rows, int cols, Span<byte> destination)
     {
         var src = t.GetBytes();
-        var dst = new byte[src.Length];
-        if (t.DataType.ByteCount(1) == 4) TensorKernels.Transpose(System.Runtime.InteropServices.MemoryMarshal.Cast<byte, float>(src), rows, cols, System.Runtime.InteropServices.MemoryMarshal.Cast<byte, float>(dst.AsSpan()));
-        else TensorKernels.Transpose(System.Runtime.InteropServices.MemoryMarshal.Cast<byte, ushort>(src), rows, cols, System.Runtime.InteropServices.MemoryMarshal.Cast<byte, ushort>(dst.AsSpan()));
-        return dst;
+        if (t.DataType.ByteCount(1) == 4) TensorKernels.Transpose(MemoryMarshal.Cast<byte, float>(src), rows, cols, MemoryMarshal.Cast<byte, float>(destination));
+        else TensorKernels.Transpose(MemoryMarshal.Cast<byte, ushort>(src), rows, cols, MemoryMarshal.Cast<byte, ushort>(destination));
     }
 
-    /// <summary>Rows a0, b0, a1, b1, ... of two [rows, rowBytes] blocks.</summary>
-    private static byte[] InterleaveRows(ReadOnlySpan<byte> a, ReadOnlySpan<byte> b, int rows, int rowBytes)
+    /// <summary>Rows a0, b0, a1, b1, ... of two [rows, rowBytes] blocks, into <paramref name="destination"/>.</summary>
+    private static void InterleaveRows(ReadOnlySpan<byte> a, ReadOnlySpan<byte> b, int rows, int rowBytes, Span<byte> destination)
     {
-        var dst = new byte[2L * rows * rowBytes];
         for (int r = 0; r < rows; r++)
         {
-            a.Slice(r * rowBytes, rowBytes).CopyTo(dst.AsSpan(2 * r * rowBytes, rowBytes));
-            b.Slice(r * rowBytes, rowBytes).CopyTo(dst.AsSpan((2 * r + 1) * rowBytes, rowBytes));
+            a.Slice(r * rowBytes, rowBytes).CopyTo(destination.Slice(2 * r * rowBytes, rowBytes));
+            b.Slice(r * rowBytes, rowBytes).CopyTo(destination.Slice((2 * r + 1) * rowBytes, rowBytes));
         }
-        return dst;
     }
 
-    /// <summary>A lazy [E, ...] tensor whose expert slices come from <paramref name="expert"/>, streamed one expert at a time.</summary>
-    private static Tensor Stacked(string name, DataType type, long[] shape, int count, Func<int, byte[]> expert) =>
-        new LazyTensor(type, shape,
+    /// <summary>
+    /// A lazy [E, ...] tensor whose expert slices <paramref name="fill"/> writes (expert, its slice, a scratch buffer of
+    /// <paramref name="scratchBytes"/>). The writer streams it one expert at a time through one pooled slice and scratch, so
+    /// writing holds one expert's bytes, not one garbage array per expert awaiting the GC.
+    /// </summary>
+    private static Tensor Stacked(string name, DataType type, long[] shape, int count, int scratchBytes, SliceFiller fill)
+    {
+        int expertBytes = checked((int)type.ByteCount(shape.Skip(1).Aggregate(1L, (a, b) => a * b)));
+        return new LazyTensor(type, shape,
             () =>
             {
-                var parts = Enumerable.Range(0, count).Select(expert).ToList();
-                var all = new byte[parts.Sum(p => (long)p.Length)];
-                long at = 0;
-                foreach (var p in parts) { p.CopyTo(all.AsSpan((int)at)); at += p.Length; }
+                var all = new byte[checked((long)count * expertBytes)];
+                var scratch = ArrayPool<byte>.Shared.Rent(Math.Max(scratchBytes, 1));
+                try
+                {
+                    for (int e = 0; e < count; e++) fill(e, all.AsSpan(e * expertBytes, expertBytes), scratch.AsSpan(0, scratchBytes));
+                }
+                finally { ArrayPool<byte>.Shared.Return(scratch); }
                 return all;
             },
-            stream => { for (int e = 0; e < count; e++) stream.Write(expert(e)); }) { Name = name };
+            stream =>
+            {
+                var slice = ArrayPool<byte>.Shared.Rent(expertBytes);
+                var scratch = ArrayPool<byte>.Shared.Rent(Math.Max(scratchBytes, 1));
+                try
+                {
+                    for (int e = 0; e < count; e++)
+                    {
+                        fill(e, slice.AsSpan(0, expertBytes), scratch.AsSpan(0, scratchBytes));
+                        stream.Write(slice, 0, expertBytes);
+                    }
+                }
+                finally
+                {
+                    ArrayPool<byte>.Shared.Return(slice);
+                    ArrayPool<byte>.Shared.Return(scratch);
+                }
+            }) { Name = name };
+    }
+
+    private delegate void SliceFiller(int expert, Span<byte> slice, Span<byte> scratch);
 }
