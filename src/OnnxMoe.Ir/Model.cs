@@ -92,6 +92,9 @@ public sealed class NameAuthority
         if (!string.IsNullOrEmpty(name)) _used.Add(name);
     }
 
+    /// <summary>Whether <paramref name="name"/> is taken (without reserving it).</summary>
+    public bool IsUsed(string name) => _used.Contains(name);
+
     /// <summary>Returns <paramref name="baseName"/> if free, else baseName_1, baseName_2 ...; reserves the result.</summary>
     public string Unique(string baseName)
     {

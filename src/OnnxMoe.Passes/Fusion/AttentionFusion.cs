@@ -66,9 +66,9 @@ internal sealed class AttentionFusion
         Value[] outputs;
         using (_b.PushScope($"model/layers.{block.Index}/attn/fused"))
         {
-            var q = Rotary(Flat(a.QueryHeads, nH, d), nH);
-            var k = Rotary(Flat(a.KeyHeads, kvH, d), kvH);
-            var v = Flat(a.ValueHeads, kvH, d);
+            var (q, k, v) = PackedProjections(Flat(a.QueryHeads, nH, d), Flat(a.KeyHeads, kvH, d), Flat(a.ValueHeads, kvH, d));
+            q = Rotary(q, nH);
+            k = Rotary(k, kvH);
             outputs = _b.Op("GroupQueryAttention", [q, k, v, pastK, pastV, _seqLens, _total, null, null, null, _bias], 3,
                 [Attribute.Int("num_heads", nH), Attribute.Int("kv_num_heads", kvH), Attribute.Float("scale", (float)(1.0 / Math.Sqrt(d)))],
                 [_type, _type, _type], MoeFusion.Domain);
@@ -108,6 +108,74 @@ internal sealed class AttentionFusion
         value.Name = name;
         value.Type = old.Type;
         _s.Graph.Outputs[index] = value;
+    }
+
+    /// <summary>
+    /// q, k and v from one MatMulNBits when all three are MatMulNBits of the same input with the same K, bits, block size,
+    /// accuracy level and zero-point presence (no bias, no g_idx): its B, scales and zero points are the three nodes' rows
+    /// stacked (row-major [N, ...], so the bytes are the three tensors one after the other), and a Split cuts the output
+    /// back into q, k and v. One GEMV of N = q + k + v columns replaces three (two fewer kernels per block and token);
+    /// each output element is computed from the same row and input as before. Otherwise the three as they are.
+    /// </summary>
+    private (Value Q, Value K, Value V) PackedProjections(Value q, Value k, Value v)
+    {
+        Node[] nodes = [q.Producer!, k.Producer!, v.Producer!];
+        if (nodes.Any(n => n is null || n.OpType != "MatMulNBits" || n.Domain != MoeFusion.Domain || n.Inputs.Count is < 3 or > 4))
+            return (q, k, v);
+        var first = nodes[0];
+        string[] same = ["K", "bits", "block_size", "accuracy_level"];
+        if (nodes.Any(n => !ReferenceEquals(n.Inputs[0], first.Inputs[0]) || n.Inputs.Count != first.Inputs.Count
+                || same.Any(attr => n.GetInt(attr, -1) != first.GetInt(attr, -1))
+                || n.Inputs.Skip(1).Any(x => x?.ConstValue is null)))
+            return (q, k, v);
+        // Each projection may feed only the standard form's heads reshape, which dies with the standard attention.
+        if (nodes.Any(n => n.Outputs[0].IsGraphOutput || !n.Outputs[0].Uses.All(u => u.Node.OpType == "Reshape")))
+            return (q, k, v);
+        var widths = nodes.Select(n => n.GetInt("N", -1)).ToArray();
+        if (widths.Any(w => w <= 0)) return (q, k, v);
+        var inputs = new List<Value?> { first.Inputs[0] };
+        for (int input = 1; input < first.Inputs.Count; input++)
+        {
+            var parts = nodes.Select(n => n.Inputs[input]!.ConstValue!).ToArray();
+            var shape = parts[0].Shape.ToArray();
+            shape[0] = parts.Sum(t => t.Shape[0]);
+            inputs.Add(_b.AddInitializer(PackedName(nodes.Select(n => n.Inputs[input]!.Name).ToArray()), Concatenated(parts, shape)));
+        }
+        var packed = _b.Op("MatMulNBits", inputs, 1,
+            [Attribute.Int("K", first.GetInt("K", 0)), Attribute.Int("N", widths.Sum()), Attribute.Int("bits", first.GetInt("bits", 0)),
+             Attribute.Int("block_size", first.GetInt("block_size", 0)), Attribute.Int("accuracy_level", first.GetInt("accuracy_level", 0))],
+            [_type], MoeFusion.Domain, name: "qkv_proj/MatMulNBits")[0];
+        var split = _b.Op("Split", [packed, _b.Int64s(widths)], 3, [Attribute.Int("axis", -1)], [_type, _type, _type]);
+        _s.Counters.Add("qkv-packed");
+        return (split[0], split[1], split[2]);
+    }
+
+    /// <summary>The packed weight's name from its parts' (checkpoint-derived, so parameter counts see a weight):
+    /// model.layers.3.self_attn.{q,k,v}_proj.weight.q4 give model.layers.3.self_attn.qkv_proj.weight.q4.</summary>
+    private string PackedName(string[] names)
+    {
+        int prefix = 0, suffix = 0, shortest = names.Min(n => n.Length);
+        while (prefix < shortest && names.All(n => n[prefix] == names[0][prefix])) prefix++;
+        while (suffix < shortest - prefix && names.All(n => n[^(suffix + 1)] == names[0][^(suffix + 1)])) suffix++;
+        string name = prefix == 0 ? names[0] + ".qkv" : names[0][..prefix] + "qkv" + names[0][^suffix..];
+        for (int k = 1; _b.Names.IsUsed(name); k++) name = $"{names[0]}.qkv_{k}";
+        return name;
+    }
+
+    /// <summary>Tensors of equal trailing shape one after the other along dimension 0, read lazily (streamed when written).</summary>
+    private static Tensor Concatenated(Tensor[] parts, long[] shape)
+    {
+        if (parts.Any(t => t.DataType != parts[0].DataType || !t.Shape.AsSpan(1).SequenceEqual(parts[0].Shape.AsSpan(1))))
+            throw new InvalidOperationException($"cannot stack {string.Join(", ", parts.Select(t => t.ToString()))} along rows");
+        return new LazyTensor(parts[0].DataType, shape,
+            () =>
+            {
+                var all = new byte[parts.Sum(t => t.ByteLength)];
+                long at = 0;
+                foreach (var t in parts) { t.GetBytes().CopyTo(all.AsSpan((int)at)); at += t.ByteLength; }
+                return all;
+            },
+            stream => { foreach (var t in parts) t.WriteTo(stream); });
     }
 
     /// <summary>

@@ -44,6 +44,14 @@ public sealed class MoeFusionTests
         Assert.Equal(fusable, fused.Model.Graph.Nodes.Count(n => n.Domain == "com.microsoft" && n.OpType == op));
         Assert.Equal(moeBlocks.Count - fusable, report.Counters.GetValueOrDefault("moe-layers-not-fused"));
         if (fusable == moeBlocks.Count) Assert.DoesNotContain(fused.Model.Graph.Nodes, n => n.OpType == "ScatterND");
+        if (op == "QMoE")
+        {
+            // q, k and v become one MatMulNBits where the three read the same input with nothing between them and the heads
+            // (no q/k/v bias: Qwen2; no q/k norm: Qwen3, OLMoE).
+            int packable = family is "mixtral" or "deepseek" ? s.NumLayers : 0;
+            Assert.Equal(packable, report.Counters.GetValueOrDefault("qkv-packed"));
+            Assert.Equal(packable, fused.Model.Graph.Nodes.Count(n => n.OpType == "MatMulNBits" && n.Name.EndsWith("/qkv_proj/MatMulNBits", StringComparison.Ordinal)));
+        }
         var expected = Logits(standard.Model, ids);
         var actual = Logits(fused.Model, ids);
         double diff = MaxAbsDiff(expected, actual);
