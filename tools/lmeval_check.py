@@ -12,12 +12,14 @@ in this repository, generated into a temporary folder from Debian's public-domai
   fortune_cloze  doc_to_text "{{context}}": every 5th context empty (lm-eval's BOS/EOS prefix rule), the others ending
                  in "", " ", "\\n" or " \\t" (the trailing whitespace moves to the continuation); field-name choice/target
   kjv_next_word  the next word of a KJV training verse among 4 single words (the trained models' greedy tokens often
-                 are the choices, so is_greedy is exercised); fewshot_split = test_split
+                 are the choices, so is_greedy is exercised); fewshot_split = test_split, target_delimiter "" (choices
+                 carry their own space), fewshot_delimiter "\\n###\\n"
   kjv_boolq      boolq's layout: doc_to_choice as a YAML list ["no", "yes"], int label, validation split only, acc only
 
 For each checkpoint it compiles `onnxmoe compile CKPT -o DIR --fuse off` and the default (fused) form, runs
 `onnxmoe eval DIR --tasks T.yaml --output-path D --log-samples [--limit N]` for every task, and the reference on
-the same tasks (and five of them again with --num-fewshot 2, see FEWSHOT_PASS), then compares per document: the request strings (context, continuation), every choice's
+the same tasks (five of them again with --num-fewshot 2, see FEWSHOT_PASS, and gcide_fewshot's first 12 docs with
+--num-fewshot 40, contexts past 1024 tokens), then compares per document: the request strings (context, continuation), every choice's
 loglikelihood (max |diff| <= --tol, default 2e-4), is_greedy, acc and acc_norm; per task: acc / acc_norm
 counts and stderrs (results.json against the reference's, |diff| <= 1e-9). One table; exit 1 on any mismatch.
 
@@ -227,14 +229,15 @@ def make_kjv_tasks(folder: str, rnd: random.Random, n: int) -> List[str]:
         k = 1 + rnd.randrange(len(words) - 1)
         options = [w for w in rnd.sample(common, 4) if w != words[k]][:3]
         gold = rnd.randrange(4)
-        rows.append({"context": " ".join(words[:k]), "choices": options[:gold] + [words[k]] + options[gold:],
-                     "label": gold})
+        choices = [" " + w for w in options[:gold] + [words[k]] + options[gold:]]
+        rows.append({"context": " ".join(words[:k]), "choices": choices, "label": gold})
     _write_jsonl(os.path.join(folder, "kjv_next_word_test.jsonl"), rows)
     _write_yaml(os.path.join(folder, "kjv_next_word.yaml"), {
         "task": "kjv_next_word", "dataset_path": "json",
         "dataset_kwargs": {"data_files": {"test": "kjv_next_word_test.jsonl"}},
         "output_type": "multiple_choice", "test_split": "test", "fewshot_split": "test", "doc_to_text": "{{context}}",
-        "doc_to_choice": "{{choices}}", "doc_to_target": "label", "metric_list": METRICS})
+        "doc_to_choice": "{{choices}}", "doc_to_target": "label", "target_delimiter": "", "fewshot_delimiter": "\n###\n",
+        "metric_list": METRICS})
     # boolq.yaml's layout (lm_eval/tasks/super_glue/boolq/default.yaml): choices as a YAML list, an int label.
     rows = []
     for i, v in enumerate(pool[n:]):
@@ -369,12 +372,15 @@ def compare_task(ref: dict, out_dir: str, tol: float) -> dict:
 # "fewshot_split == test_split" is then None == None, so it draws 3 and drops the doc), boolq (no training split:
 # few-shot docs come from the evaluated split itself), the cloze task, whose YAML num_fewshot 0 wins, and the
 # next-word task, whose fewshot_split is its test_split (draws 3, drops the doc).
+LONG_LIMIT = 12  # documents of the 40-shot run
 FEWSHOT_PASS = ("wn_arc", "fortune_piqa", "kjv_boolq", "fortune_cloze", "kjv_next_word")
 
 
 def runs_for(tasks: List[str]) -> List[Tuple[str, Optional[int]]]:
     runs: List[Tuple[str, Optional[int]]] = [(t, None) for t in tasks]
     runs += [(t, 2) for t in tasks if os.path.splitext(os.path.basename(t))[0] in FEWSHOT_PASS]
+    # 40 shots make contexts longer than the tiny models' 1024 positions: HFLM keeps the last max_length + 1 tokens.
+    runs += [(t, 40) for t in tasks if os.path.basename(t) == "gcide_fewshot.yaml"]
     return runs
 
 
@@ -382,16 +388,17 @@ def check_checkpoint(ckpt: str, tasks: List[str], work: str, limit: Optional[int
                      log: str) -> List[dict]:
     lm = lmeval_ref.ReferenceLM(ckpt)
     runs = runs_for(tasks)
-    refs = [lmeval_ref.evaluate_task(lmeval_ref.Task(t), lm, limit, shots) for t, shots in runs]
+    limits = [min(limit or LONG_LIMIT, LONG_LIMIT) if (shots or 0) > 2 else limit for _, shots in runs]
+    refs = [lmeval_ref.evaluate_task(lmeval_ref.Task(t), lm, n, shots) for (t, shots), n in zip(runs, limits)]
     rows = []
     for form, extra in (("unfused", ["--fuse", "off"]), ("fused", [])):
         model_dir = os.path.join(work, os.path.basename(os.path.normpath(ckpt)) + "-" + form)
         onnxmoe(["compile", ckpt, "-o", model_dir, "--overwrite"] + extra, log)
-        for (t, shots), ref in zip(runs, refs):
+        for (t, shots), n, ref in zip(runs, limits, refs):
             out = os.path.join(model_dir + "-eval", ref["name"] + ("" if shots is None else f"-{shots}shot"))
             args = ["eval", model_dir, "--tasks", t, "--output-path", out, "--log-samples"]
-            if limit is not None:
-                args += ["--limit", str(limit)]
+            if n is not None:
+                args += ["--limit", str(n)]
             if shots is not None:
                 args += ["--num-fewshot", str(shots)]
             try:
