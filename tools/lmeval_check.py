@@ -19,11 +19,11 @@ in this repository, generated into a temporary folder from Debian's public-domai
 For each checkpoint it compiles `onnxmoe compile CKPT -o DIR --fuse off` and the default (fused) form, runs
 `onnxmoe eval DIR --tasks T.yaml --output-path D --log-samples [--limit N]` for every task, and the reference on
 the same tasks (five of them again with --num-fewshot 2, see FEWSHOT_PASS, and gcide_fewshot's first 12 docs with
---num-fewshot 40, contexts past 1024 tokens), then compares per document: the request strings (context, continuation), every choice's
+--num-fewshot 40, contexts past 1024 tokens, for checkpoints of at most 1024 positions), then compares per document: the request strings (context, continuation), every choice's
 loglikelihood (max |diff| <= --tol, default 2e-4), is_greedy, acc and acc_norm; per task: acc / acc_norm
 counts and stderrs (results.json against the reference's, |diff| <= 1e-9). One table; exit 1 on any mismatch.
 
-    /usr/bin/python3 tools/lmeval_check.py models/tiny-mixtral models/tiny-deepseek [--limit 40] [--keep DIR]
+    /usr/bin/python3 tools/lmeval_check.py models/tiny-mixtral models/tiny-deepseek [--limit 40] [--only a,b] [--forms fused] [--keep DIR]
 """
 
 from __future__ import annotations
@@ -385,13 +385,15 @@ def runs_for(tasks: List[str]) -> List[Tuple[str, Optional[int]]]:
 
 
 def check_checkpoint(ckpt: str, tasks: List[str], work: str, limit: Optional[int], tol: float,
-                     log: str) -> List[dict]:
+                     log: str, only: Optional[List[str]] = None, forms: Tuple[str, ...] = ("unfused", "fused")) -> List[dict]:
     lm = lmeval_ref.ReferenceLM(ckpt)
-    runs = runs_for(tasks)
+    runs = [r for r in runs_for(tasks) if not only or os.path.splitext(os.path.basename(r[0]))[0] in only]
+    if lm.max_length > 1024:  # the 40-shot run is there for the truncation rule, which it reaches only at 1024
+        runs = [r for r in runs if (r[1] or 0) <= 2]
     limits = [min(limit or LONG_LIMIT, LONG_LIMIT) if (shots or 0) > 2 else limit for _, shots in runs]
     refs = [lmeval_ref.evaluate_task(lmeval_ref.Task(t), lm, n, shots) for (t, shots), n in zip(runs, limits)]
     rows = []
-    for form, extra in (("unfused", ["--fuse", "off"]), ("fused", [])):
+    for form, extra in [f for f in (("unfused", ["--fuse", "off"]), ("fused", [])) if f[0] in forms]:
         model_dir = os.path.join(work, os.path.basename(os.path.normpath(ckpt)) + "-" + form)
         onnxmoe(["compile", ckpt, "-o", model_dir, "--overwrite"] + extra, log)
         for (t, shots), n, ref in zip(runs, limits, refs):
@@ -426,6 +428,8 @@ def main(argv: Optional[List[str]] = None) -> int:
     ap.add_argument("--docs", type=int, default=60, help="documents per generated split")
     ap.add_argument("--limit", type=int, help="evaluate only the first N documents of each task (both sides)")
     ap.add_argument("--tol", type=float, default=2e-4, help="max |loglikelihood diff| (fp32 ORT against fp32 torch)")
+    ap.add_argument("--only", help="comma-separated task names to run (default: all)")
+    ap.add_argument("--forms", default="unfused,fused", help="compiled forms to check: unfused (--fuse off), fused")
     ap.add_argument("--keep", help="folder to work in and keep (default: a temporary folder, removed)")
     a = ap.parse_args(argv)
     import torch
@@ -439,7 +443,8 @@ def main(argv: Optional[List[str]] = None) -> int:
         log = os.path.join(work, "onnxmoe.log")
         rows = []
         for ckpt in a.checkpoints:
-            rows += check_checkpoint(ckpt, tasks, work, a.limit, a.tol, log)
+            rows += check_checkpoint(ckpt, tasks, work, a.limit, a.tol, log,
+                                     a.only.split(",") if a.only else None, tuple(a.forms.split(",")))
     finally:
         if not a.keep:
             shutil.rmtree(work, ignore_errors=True)
