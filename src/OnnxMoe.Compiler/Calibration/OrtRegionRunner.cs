@@ -39,8 +39,8 @@ public sealed class OrtRegionRunner : IRegionRunner, IDisposable
     private readonly Lazy<CalibrationCorpus> _corpus;
     private readonly SessionConfig _session, _unpackedSession;
 
-    /// <summary>Blocks with more weight bytes than this run without ORT's prepacked weight copies, and memory is handed back after them.</summary>
-    public const long LargeBytes = 256L << 20;
+    /// <summary>Blocks with more weight bytes than this run without ORT's prepacked weight copies, and memory is handed back before them.</summary>
+    private const long LargeBytes = 256L << 20;
 
     public OrtRegionRunner(CalibrationCorpus corpus, RegionRunnerOptions? options = null) : this(() => corpus, options) { }
 

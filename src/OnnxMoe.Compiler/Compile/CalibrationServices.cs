@@ -24,7 +24,7 @@ public sealed class CalibrationServices : IDisposable
         _runner = runner;
         _states = new BlockStateCache(runner);
         Scores = new TrimmingScorer(_states, settings.Samples, settings.SeqLen);
-        Awq = new AwqCalibration(AwqOptionsFrom(settings), _states, awqProgress);
+        Awq = new AwqCalibrator(AwqOptionsFrom(settings), _states, awqProgress);
     }
 
     /// <summary>The runner (its <see cref="OrtRegionRunner.Used"/> says whether a consumer asked for calibration data).</summary>
@@ -32,7 +32,7 @@ public sealed class CalibrationServices : IDisposable
     /// <summary>Trimming scores on the recipe's samples x seq-len.</summary>
     public TrimmingScorer Scores { get; }
     /// <summary>AWQ on the recipe's samples, at most <see cref="AwqOptions.MaxSequenceLength"/> tokens each.</summary>
-    public AwqCalibration Awq { get; }
+    public AwqCalibrator Awq { get; }
 
     /// <param name="corpus">Called when a consumer first needs calibration data.</param>
     /// <param name="runner">How regions run (device, threads, memory budget, progress).</param>

@@ -94,7 +94,7 @@ public sealed class AwqBlockwiseTests(ITestOutputHelper output) : IDisposable
             var model = AwqTestModels.RandomLowered("mixtral", Path.Combine(_dir, mode.ToString()), 2).Model;
             var o = AwqTestModels.SmallOptions() with { Sequential = mode };
             using var core = AwqTestModels.Core(AwqTestModels.MixtralTokenizer, o);
-            results[mode] = new AwqCalibrator(o).Run(model, new QuantizeInt4Options { BlockSize = 16 }, new BlockStateCache(core));
+            results[mode] = new AwqCalibrator(o, new BlockStateCache(core)).Run(model, new QuantizeInt4Options { BlockSize = 16 });
         }
         var f = results[AwqSequential.Float].Groups.ToDictionary(g => g.Name);
         var q = results[AwqSequential.Quantized].Groups.ToDictionary(g => g.Name);

@@ -59,7 +59,9 @@ public sealed class AwqOptionTests : IDisposable
     public void BadCalibrationSettingsAreUserErrors(int samples, int seqLen, string expected)
     {
         var o = AwqTestModels.SmallOptions() with { Samples = samples, SequenceLength = seqLen };
-        Assert.Contains(expected, Assert.Throws<OnnxMoe.Ir.UserErrorException>(() => new AwqCalibrator(o)).Message);
+        var model = AwqTestModels.RandomLowered("mixtral", _dir).Model;
+        var e = RunPass("quantize-int4{method=awq,block-size=16}", model, new PassContext().Set<IAwqCalibration>(AwqTestModels.Service(o, AwqTestModels.MixtralTokenizer)));
+        Assert.Contains(expected, e.Message);
     }
 
     [Fact]

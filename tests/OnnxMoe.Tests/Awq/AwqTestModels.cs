@@ -43,7 +43,7 @@ internal static class AwqTestModels
         new(() => CalibrationCorpus.FromText(Tokenizer.Load(tokenizer), text ?? Calibration, (long)o.Samples * o.SequenceLength));
 
     /// <summary>The AWQ pass service on its own runner (tokenized on first use).</summary>
-    public static AwqCalibration Service(AwqOptions o, string tokenizer, Action<AwqProgress>? progress = null) =>
+    public static AwqCalibrator Service(AwqOptions o, string tokenizer, Action<AwqProgress>? progress = null) =>
         new(o, new BlockStateCache(Core(tokenizer, o)), progress);
 
     /// <summary>Windows of the held-out text.</summary>

@@ -28,32 +28,53 @@ public sealed record AwqResult(
 /// <see cref="IRegionRunner"/>, per-group scale search with the module losses computed by region runs fed trial weights,
 /// exact folding into the float model (routers and shared-expert gates compensated, so routing is
 /// unchanged), then the per-row-per-block clip search. The quantize-int4 rewrite does the rest.
+/// As the <see cref="IAwqCalibration"/> service a compile puts into its <see cref="PassContext"/>, it runs with the pass's own
+/// options (grid, duo scaling, clip, sequential) over <see cref="Options"/> and keeps the last result in <see cref="LastResult"/>.
 /// </summary>
-public sealed class AwqCalibrator
+public sealed class AwqCalibrator : IAwqCalibration
 {
     private readonly AwqOptions _options;
+    private readonly BlockStateCache _states;
     private readonly Action<AwqProgress>? _progress;
     private readonly Action<string>? _log;
 
-    public AwqCalibrator(AwqOptions options, Action<AwqProgress>? progress = null, Action<string>? log = null)
+    /// <param name="options">Checked when a run starts (<see cref="AwqOptions.Validate"/>).</param>
+    /// <param name="states">The compile's block states; their runner runs every region.</param>
+    public AwqCalibrator(AwqOptions options, BlockStateCache states, Action<AwqProgress>? progress = null, Action<string>? log = null)
     {
-        options.Validate();
         _options = options;
+        _states = states;
         _progress = progress;
         _log = log;
     }
 
+    public AwqOptions Options => _options;
+    /// <summary>The result of the last <see cref="Calibrate"/>, for reports.</summary>
+    public AwqResult? LastResult { get; private set; }
+
+    public IReadOnlyDictionary<string, AwqWeightScaling> Calibrate(Model model, QuantizeInt4Options options, AwqSearchSettings search, PassContext context)
+    {
+        var o = _options with { GridPoints = search.GridPoints, DuoScaling = search.DuoScaling, ClipSearch = search.ClipSearch, Sequential = search.Sequential };
+        var result = new AwqCalibrator(o, _states, _progress, context.Info).Run(model, options, context.CancellationToken);
+        foreach (var g in result.Groups)
+            context.Info($"awq: {g.Name}: ratio {g.Ratio:0.00}, loss {g.RtnLoss:G4} -> {g.BestLoss:G4}");
+        LastResult = result;
+        return result.Scaling;
+    }
+
     /// <summary>
     /// Calibrates and folds the scales into <paramref name="model"/> in place (its float function is
-    /// unchanged up to rounding), block by block on <paramref name="states"/>' runner as AutoAWQ runs it: for each decoder
+    /// unchanged up to rounding), block by block on the states' runner as AutoAWQ runs it: for each decoder
     /// block in order, the statistics of its groups' inputs on the block's input states, the scale search and
     /// fold of its groups, the clip search of its weights, then the block's output handed to the next block
     /// (the float output, or with <see cref="AwqSequential.Quantized"/> the output of the block with its weights
     /// quantized as they will ship). <paramref name="quantization"/> says which weights will be quantized and how
     /// (its AwqScaling is ignored). The model must carry onnxmoe.structure metadata.
     /// </summary>
-    public AwqResult Run(Model model, QuantizeInt4Options quantization, BlockStateCache states, CancellationToken cancellation = default)
+    public AwqResult Run(Model model, QuantizeInt4Options quantization, CancellationToken cancellation = default)
     {
+        _options.Validate();
+        var states = _states;
         var runner = states.Runner;
         var format = quantization.Format;
         var selector = new LinearLayerSelector(quantization.Targets, quantization.Exclude);
@@ -123,7 +144,7 @@ public sealed class AwqCalibrator
                         if (report != null) reports.Add(report);
                         _progress?.Invoke(new AwqProgress("scales", ++groupsDone, groups.Count, group.Name));
                     }
-                    // The clip graph's session lives for one block: its arena grows to the largest weight's error tensors.
+                    // The clip graph is opened for one block: the runtime's buffers for it grow to the largest weight's error tensors.
                     using var clipError = _options.ClipSearch && blockTargets[p].Count > 0 ? new ClipErrorGraph(format.BlockSize, runner) : null;
                     foreach (var t in blockTargets[p])
                     {
@@ -221,7 +242,7 @@ public sealed class AwqCalibrator
         }
         else
         {
-            // Part by part (one part's weights and session resident at a time), each ratio's output error summed over the parts.
+            // Part by part (one part's weights and opened region resident at a time), each ratio's output error summed over the parts.
             long rows = x.Data.LongLength / channels;
             float[][]? errors = null;
             foreach (var part in parts)
