@@ -2,6 +2,7 @@ using System.CommandLine;
 using OnnxMoe.Checkpoints;
 using OnnxMoe.Compiler.Analysis;
 using OnnxMoe.Compiler.Calibration;
+using OnnxMoe.Compiler.Compile;
 using OnnxMoe.Compiler.Recipes;
 using OnnxMoe.Ir;
 using OnnxMoe.Lowering;
@@ -50,11 +51,12 @@ internal static class AnalyzeCommand
                 var names = parse.GetValue(recipes) is { Length: > 0 } r ? r : null;
                 var report = Progress.Run("calibration", advance =>
                 {
-                    using var scores = new OrtCalibrationScores(corpus, settings.Samples, settings.SeqLen, new CalibrationCoreOptions
+                    using var calibration = CalibrationServices.Create(() => corpus, settings, new RegionRunnerOptions
                     {
                         Session = session, MemoryBudget = budget ?? 0, MemoryBudgetExplicit = budget is not null,
                         Progress = p => advance(p.SamplesDone, p.SamplesTotal, p.Stage), Log = Console.Error.WriteLine,
                     });
+                    var scores = calibration.Scores;
                     Console.Error.WriteLine($"scoring on {scores.Windows.Count} samples x {scores.Windows.Length} tokens from {corpus.Source}");
                     return Analyzer.Run(model, scores, PassRegistry.CreateDefault(), names);
                 });

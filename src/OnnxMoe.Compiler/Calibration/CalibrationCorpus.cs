@@ -1,5 +1,6 @@
 using OnnxMoe.Inference.Tokenization;
 using OnnxMoe.Ir;
+using OnnxMoe.Passes.Calibration;
 
 namespace OnnxMoe.Compiler.Calibration;
 
@@ -114,29 +115,4 @@ public sealed class CalibrationCorpus
             }
         return null;
     }
-}
-
-/// <summary><see cref="Count"/> calibration samples of <see cref="Length"/> tokens each (every position a real token, no padding).</summary>
-public sealed class CalibrationWindows
-{
-    private static int _nextId;
-    private readonly ReadOnlyMemory<int> _tokens;
-
-    internal CalibrationWindows(ReadOnlyMemory<int> tokens, int count, int length, string source)
-    {
-        _tokens = tokens;
-        Count = count;
-        Length = length;
-        Source = source;
-        Id = Interlocked.Increment(ref _nextId);
-    }
-
-    public int Count { get; }
-    public int Length { get; }
-    public long TokenCount => (long)Count * Length;
-    public string Source { get; }
-    /// <summary>Distinguishes window sets in the hidden-state cache.</summary>
-    internal int Id { get; }
-
-    public ReadOnlySpan<int> Sample(int index) => _tokens.Span.Slice(index * Length, Length);
 }

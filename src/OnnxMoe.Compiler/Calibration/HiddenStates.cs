@@ -1,4 +1,5 @@
 using OnnxMoe.Ir;
+using OnnxMoe.Passes.Calibration;
 using OnnxMoe.Runtime;
 
 namespace OnnxMoe.Compiler.Calibration;
@@ -95,7 +96,7 @@ public sealed class HiddenStateStore : IDisposable
 }
 
 /// <summary>Residual-stream states [<see cref="Count"/>, <see cref="Length"/>, <see cref="Hidden"/>] of one element type, read and written by samples.</summary>
-public sealed class HiddenStates : IDisposable
+public sealed class HiddenStates : IHiddenStates
 {
     private readonly HiddenStateStore _store;
     private byte[]? _memory;

@@ -1,54 +1,62 @@
-using OnnxMoe.Compiler.Awq;
 using OnnxMoe.Compiler.Calibration;
 using OnnxMoe.Compiler.Recipes;
-using OnnxMoe.Ir;
 using OnnxMoe.Passes;
+using OnnxMoe.Passes.Calibration;
 using OnnxMoe.Passes.Quantization;
+using OnnxMoe.Passes.Quantization.Awq;
 using OnnxMoe.Passes.Trimming;
 
 namespace OnnxMoe.Compiler.Compile;
 
 /// <summary>
-/// The calibration-backed services a compile pipeline's passes may ask for, all on one
-/// <see cref="CalibrationCore"/>: trimming scores (<see cref="ICalibrationScores"/>) and AWQ
-/// (<see cref="IAwqCalibration"/>). The calibration text is tokenized, and the core created, only when a
-/// pass first asks, so pipelines that score nothing pay nothing. Disposing frees the core's states.
+/// The calibration a compile's passes may ask for, registered in one place: one <see cref="OrtRegionRunner"/> (the corpus is
+/// tokenized when a pass first asks, so pipelines that score nothing pay nothing), one <see cref="BlockStateCache"/> over it, and
+/// the pass services on that cache: trimming scores (<see cref="ICalibrationScores"/>) and AWQ (<see cref="IAwqCalibration"/>).
+/// Disposing frees the states.
 /// </summary>
 public sealed class CalibrationServices : IDisposable
 {
-    private readonly Lazy<CalibrationCore> _core;
+    private readonly OrtRegionRunner _runner;
+    private readonly BlockStateCache _states;
 
-    private CalibrationServices(Lazy<CalibrationCore> core) => _core = core;
-
-    /// <summary>The core, when a pass created it.</summary>
-    public CalibrationCore? Core => _core.IsValueCreated ? _core.Value : null;
-
-    /// <param name="core">How the core runs (device, threads, memory budget, progress); its corpus comes from <paramref name="settings"/>.</param>
-    public static CalibrationServices Register(PassContext context, string checkpointDirectory, CalibrationSettings settings,
-        CalibrationCoreOptions core, Action<AwqProgress>? awqProgress = null)
+    private CalibrationServices(OrtRegionRunner runner, CalibrationSettings settings, Action<AwqProgress>? awqProgress)
     {
-        var lazy = new Lazy<CalibrationCore>(() => new CalibrationCore(CalibrationCorpus.FromSettings(checkpointDirectory, settings), core));
-        var services = new CalibrationServices(lazy);
-        context.Set<ICalibrationScores>(new LazyCalibrationScores(() => new OrtCalibrationScores(lazy.Value, settings.Samples, settings.SeqLen)));
-        context.Set<IAwqCalibration>(new AwqCalibration(AwqCalibration.OptionsFrom(settings) with { Session = core.Session }, () => lazy.Value, awqProgress));
+        _runner = runner;
+        _states = new BlockStateCache(runner);
+        Scores = new TrimmingScorer(_states, settings.Samples, settings.SeqLen);
+        Awq = new AwqCalibrator(AwqOptionsFrom(settings), _states, awqProgress);
+    }
+
+    /// <summary>The runner (its <see cref="OrtRegionRunner.Used"/> says whether a consumer asked for calibration data).</summary>
+    public OrtRegionRunner Runner => _runner;
+    /// <summary>Trimming scores on the recipe's samples x seq-len.</summary>
+    public TrimmingScorer Scores { get; }
+    /// <summary>AWQ on the recipe's samples, at most <see cref="AwqOptions.MaxSequenceLength"/> tokens each.</summary>
+    public AwqCalibrator Awq { get; }
+
+    /// <param name="corpus">Called when a consumer first needs calibration data.</param>
+    /// <param name="runner">How regions run (device, threads, memory budget, progress).</param>
+    public static CalibrationServices Create(Func<CalibrationCorpus> corpus, CalibrationSettings settings, RegionRunnerOptions runner,
+        Action<AwqProgress>? awqProgress = null) => new(new OrtRegionRunner(corpus, runner), settings, awqProgress);
+
+    /// <summary>The services for a compile's passes, put into <paramref name="context"/>; the corpus is <paramref name="settings"/>' text tokenized
+    /// with the checkpoint's tokenizer.</summary>
+    public static CalibrationServices Register(PassContext context, string checkpointDirectory, CalibrationSettings settings,
+        RegionRunnerOptions runner, Action<AwqProgress>? awqProgress = null)
+    {
+        var services = Create(() => CalibrationCorpus.FromSettings(checkpointDirectory, settings), settings, runner, awqProgress);
+        context.Set<ICalibrationScores>(services.Scores);
+        context.Set<IAwqCalibration>(services.Awq);
         return services;
     }
 
+    /// <summary>AWQ options from a recipe's settings: its sample count, sequence length capped at <see cref="AwqOptions.MaxSequenceLength"/>.</summary>
+    public static AwqOptions AwqOptionsFrom(CalibrationSettings settings) =>
+        new() { Samples = settings.Samples, SequenceLength = Math.Min(settings.SeqLen, AwqOptions.MaxSequenceLength) };
+
     public void Dispose()
     {
-        if (_core.IsValueCreated) _core.Value.Dispose();
-    }
-
-    /// <summary>Creates the real scorer on first use.</summary>
-    private sealed class LazyCalibrationScores(Func<ICalibrationScores> create) : ICalibrationScores
-    {
-        private readonly Lazy<ICalibrationScores> _inner = new(create);
-
-        public TrimmingScores Measure(Model model, IReadOnlyList<int> consecutiveRuns, CancellationToken cancellationToken = default) =>
-            _inner.Value.Measure(model, consecutiveRuns, cancellationToken);
-
-        public IReadOnlyList<double> ReconstructionErrors(Model model, int layer, IReadOnlyList<IReadOnlyList<int>> keptExperts,
-            CancellationToken cancellationToken = default) =>
-            _inner.Value.ReconstructionErrors(model, layer, keptExperts, cancellationToken);
+        _states.Dispose();
+        _runner.Dispose();
     }
 }

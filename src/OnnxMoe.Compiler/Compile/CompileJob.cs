@@ -149,7 +149,7 @@ public sealed class CompileJob
                 (record.Counters.Count > 0 ? ": " + string.Join(", ", record.Counters.Select(kv => $"{kv.Key}={kv.Value}")) : "")),
         };
         var context = new PassContext { Log = progress is null ? null : progress.Detail, CancellationToken = Request.CancellationToken };
-        using var calibrationServices = CalibrationServices.Register(context, CheckpointDirectory, calibration, new CalibrationCoreOptions
+        using var calibrationServices = CalibrationServices.Register(context, CheckpointDirectory, calibration, new RegionRunnerOptions
             {
                 Session = Request.Session,
                 MemoryBudget = Request.CalibrationMemory ?? 0,
@@ -160,8 +160,8 @@ public sealed class CompileJob
             p => progress?.StageAdvanced(current, p.Done, p.Total, $"awq {p.Stage} {p.Item}"));
         Request.ConfigureServices?.Invoke(context);
         var run = manager.Run(lowered.Model, pipeline, context);
-        if (calibrationServices.Core is { } core)
-            _calibration = new CalibrationReport(core.Budget, core.PeakBlockBytes, core.Store.PeakInMemoryBytes, core.Store.SpilledBytes, core.BlocksRun);
+        if (calibrationServices.Runner is { Used: true } runner)
+            _calibration = new CalibrationReport(runner.Budget, runner.PeakBlockBytes, runner.Store.PeakInMemoryBytes, runner.Store.SpilledBytes, runner.BlocksRun);
         return run;
     }
 

@@ -3,8 +3,8 @@ using OnnxMoe.Ir;
 namespace OnnxMoe.Passes.Quantization;
 
 /// <summary>
-/// The AWQ calibration stage as a <see cref="PassContext"/> service: the compile job (which knows the
-/// calibration text, tokenizer and ORT settings) provides it, and <c>quantize-int4{method=awq}</c>
+/// The AWQ calibration stage as a <see cref="PassContext"/> service: the compile job provides it
+/// (<see cref="Awq.AwqCalibrator"/> on its calibration data and region runner), and <c>quantize-int4{method=awq}</c>
 /// calls it. It folds the chosen scales into <paramref name="model"/> in place (the float function is
 /// unchanged) and returns, for every weight it will quantize, what the rewrite needs (clip values;
 /// scales already folded, so no input scales).

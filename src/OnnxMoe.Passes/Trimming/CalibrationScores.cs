@@ -31,9 +31,9 @@ public sealed class TrimmingScores
 }
 
 /// <summary>
-/// Where trimming passes get their scores: implemented over ORT by the compiler's calibration
-/// (<c>OnnxMoe.Compiler.Calibration.OrtCalibrationScores</c>) and put in the <see cref="PassContext"/>,
-/// so this project does not depend on the runtime. Each call measures the model as it is at that moment
+/// Where trimming passes get their scores: <see cref="TrimmingScorer"/> measures them on the compile's
+/// <see cref="Calibration.IRegionRunner"/> and is put in the <see cref="PassContext"/>, so passes need not
+/// know how they are measured. Each call measures the model as it is at that moment
 /// (iterative selection calls again after each removal).
 /// </summary>
 public interface ICalibrationScores

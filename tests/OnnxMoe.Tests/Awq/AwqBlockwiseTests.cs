@@ -1,4 +1,5 @@
-using OnnxMoe.Compiler.Awq;
+using OnnxMoe.Passes.Calibration;
+using OnnxMoe.Passes.Quantization.Awq;
 using OnnxMoe.Compiler.Calibration;
 using OnnxMoe.Passes.Quantization;
 using OnnxMoe.Runtime;
@@ -39,15 +40,15 @@ public sealed class AwqBlockwiseTests(ITestOutputHelper output) : IDisposable
         using (var states = core.Embed(model, structure, windows))
         {
             var input = states;
-            HiddenStates? next = null;
+            IHiddenStates? next = null;
             for (int p = 0; p <= structure.Blocks.IndexOf(block); p++)
             {
                 var outs = p == structure.Blocks.IndexOf(block) ? new[] { group.Input } : [];
                 next = core.RunBlock(model, structure, p, input, windows, outs, (_, _, v) =>
                 {
                     if (v.Count == 0) return;
-                    x.AddRange(v[0].ToFloatArray());
-                    shape ??= v[0].Shape;
+                    x.AddRange(v.ToFloatArray(0));
+                    shape ??= v.Shape(0);
                 }, keepOutput: true);
                 if (!ReferenceEquals(input, states)) input.Dispose();
                 input = next!;
@@ -68,12 +69,12 @@ public sealed class AwqBlockwiseTests(ITestOutputHelper output) : IDisposable
         }).ToList();
 
         var whole = new ModulePart(parts.SelectMany(p => p.Weights).ToList(), group.ModuleOutput, null);
-        using var wholeRunner = new PartRunner(model, structure, group, whole, xs, windows, 2, Ir.DataType.Float, null, buffers, default);
+        using var wholeRunner = new PartRunner(core, model, structure, group, whole, xs, windows, 2, buffers, default);
         double expected = wholeRunner.Loss(Trial(wholeRunner));
         var error = new float[xs.Item1.Length];
         foreach (var part in parts)
         {
-            using var runner = new PartRunner(model, structure, group, part, xs, windows, 2, Ir.DataType.Float, null, buffers, default);
+            using var runner = new PartRunner(core, model, structure, group, part, xs, windows, 2, buffers, default);
             runner.AddError(Trial(runner), error);
         }
         double actual = System.Numerics.Tensors.TensorPrimitives.SumOfSquares<float>(error) / error.Length;
@@ -93,7 +94,7 @@ public sealed class AwqBlockwiseTests(ITestOutputHelper output) : IDisposable
             var model = AwqTestModels.RandomLowered("mixtral", Path.Combine(_dir, mode.ToString()), 2).Model;
             var o = AwqTestModels.SmallOptions() with { Sequential = mode };
             using var core = AwqTestModels.Core(AwqTestModels.MixtralTokenizer, o);
-            results[mode] = new AwqCalibrator(o).Run(model, new QuantizeInt4Options { BlockSize = 16 }, core);
+            results[mode] = new AwqCalibrator(o, new BlockStateCache(core)).Run(model, new QuantizeInt4Options { BlockSize = 16 });
         }
         var f = results[AwqSequential.Float].Groups.ToDictionary(g => g.Name);
         var q = results[AwqSequential.Quantized].Groups.ToDictionary(g => g.Name);

@@ -1,4 +1,5 @@
-using OnnxMoe.Compiler.Awq;
+using OnnxMoe.Passes.Calibration;
+using OnnxMoe.Passes.Quantization.Awq;
 using OnnxMoe.Inference.Tokenization;
 using OnnxMoe.Passes.Quantization;
 using Xunit.Abstractions;
@@ -28,7 +29,7 @@ public sealed class AwqFoldingTests(ITestOutputHelper output) : IDisposable
 
         var o = AwqTestModels.SmallOptions();
         using var core = AwqTestModels.Core(AwqTestModels.MixtralTokenizer, o);
-        var result = new AwqCalibrator(o).Run(lowered.Model, new QuantizeInt4Options { BlockSize = 16 }, core);
+        var result = new AwqCalibrator(o, new BlockStateCache(core)).Run(lowered.Model, new QuantizeInt4Options { BlockSize = 16 });
         foreach (var g in result.Groups) output.WriteLine($"{g.Name}: a={g.Ratio:0.00} loss {g.RtnLoss:G4} -> {g.BestLoss:G4}");
         foreach (var s in result.Skipped) output.WriteLine($"skipped {s}");
         Assert.Contains(result.Groups, g => g.Ratio > 0); // otherwise nothing was folded and the test proves nothing

@@ -1,4 +1,4 @@
-using OnnxMoe.Compiler.Awq;
+using OnnxMoe.Passes.Quantization.Awq;
 using OnnxMoe.Passes;
 using OnnxMoe.Passes.Quantization;
 
@@ -59,13 +59,15 @@ public sealed class AwqOptionTests : IDisposable
     public void BadCalibrationSettingsAreUserErrors(int samples, int seqLen, string expected)
     {
         var o = AwqTestModels.SmallOptions() with { Samples = samples, SequenceLength = seqLen };
-        Assert.Contains(expected, Assert.Throws<OnnxMoe.Ir.UserErrorException>(() => new AwqCalibrator(o)).Message);
+        var model = AwqTestModels.RandomLowered("mixtral", _dir).Model;
+        var e = RunPass("quantize-int4{method=awq,block-size=16}", model, new PassContext().Set<IAwqCalibration>(AwqTestModels.Service(o, AwqTestModels.MixtralTokenizer)));
+        Assert.Contains(expected, e.Message);
     }
 
     [Fact]
     public void MissingCalibrationTextNamesTheFile()
     {
         var missing = Path.Combine(_dir, "missing.txt");
-        Assert.Contains("missing.txt", Assert.Throws<OnnxMoe.Ir.UserErrorException>(() => AwqTestModels.Core(AwqTestModels.MixtralTokenizer, AwqTestModels.SmallOptions(), missing)).Message);
+        Assert.Contains("missing.txt", Assert.Throws<OnnxMoe.Ir.UserErrorException>(() => AwqTestModels.Core(AwqTestModels.MixtralTokenizer, AwqTestModels.SmallOptions(), missing).Windows(1, 16)).Message);
     }
 }

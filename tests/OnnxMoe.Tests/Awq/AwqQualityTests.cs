@@ -1,5 +1,5 @@
 using OnnxMoe.Checkpoints;
-using OnnxMoe.Compiler.Awq;
+using OnnxMoe.Passes.Quantization.Awq;
 using OnnxMoe.Inference.Evaluation;
 using OnnxMoe.Inference.Generation;
 using OnnxMoe.Inference.Tokenization;

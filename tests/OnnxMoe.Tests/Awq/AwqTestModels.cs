@@ -1,6 +1,7 @@
+using OnnxMoe.Passes.Calibration;
 using OnnxMoe.Checkpoints;
 using OnnxMoe.Compiler;
-using OnnxMoe.Compiler.Awq;
+using OnnxMoe.Passes.Quantization.Awq;
 using OnnxMoe.Compiler.Calibration;
 using OnnxMoe.Inference.Tokenization;
 using OnnxMoe.Ir.Building;
@@ -37,16 +38,13 @@ internal static class AwqTestModels
 
     public static AwqOptions SmallOptions() => new() { Samples = 4, SequenceLength = 64, SearchSamples = 2, ClipTokens = 64 };
 
-    /// <summary>A calibration core over the calibration text, tokenized with <paramref name="tokenizer"/> as far as <paramref name="o"/> reaches.</summary>
-    public static CalibrationCore Core(string tokenizer, AwqOptions o, string? text = null) =>
-        new(CalibrationCorpus.FromText(Tokenizer.Load(tokenizer), text ?? Calibration, (long)o.Samples * o.SequenceLength));
+    /// <summary>An ORT region runner over the calibration text, tokenized with <paramref name="tokenizer"/> as far as <paramref name="o"/> reaches.</summary>
+    public static OrtRegionRunner Core(string tokenizer, AwqOptions o, string? text = null) =>
+        new(() => CalibrationCorpus.FromText(Tokenizer.Load(tokenizer), text ?? Calibration, (long)o.Samples * o.SequenceLength));
 
-    /// <summary>The AWQ pass service on its own core.</summary>
-    public static AwqCalibration Service(AwqOptions o, string tokenizer, Action<AwqProgress>? progress = null)
-    {
-        var core = new Lazy<CalibrationCore>(() => Core(tokenizer, o));
-        return new AwqCalibration(o, () => core.Value, progress);
-    }
+    /// <summary>The AWQ pass service on its own runner (tokenized on first use).</summary>
+    public static AwqCalibrator Service(AwqOptions o, string tokenizer, Action<AwqProgress>? progress = null) =>
+        new(o, new BlockStateCache(Core(tokenizer, o)), progress);
 
     /// <summary>Windows of the held-out text.</summary>
     public static CalibrationWindows HeldOutWindows(string tokenizer, int count, int length) =>
@@ -65,7 +63,7 @@ internal static class AwqTestModels
         var routing = new List<long>();
         for (int i = 0; i < tokens.Count; i++)
         {
-            var inputs = CalibrationCore.DecoderFeeds(probe.Session, structure, tokens, i, 1);
+            var inputs = OrtRegionRunner.DecoderFeeds(probe.Session, structure, tokens, i, 1);
             try
             {
                 using var result = probe.Session.Run(inputs, outputs.Select(o => o.Name).ToList());

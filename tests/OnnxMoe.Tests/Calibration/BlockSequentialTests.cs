@@ -1,3 +1,4 @@
+using OnnxMoe.Passes.Calibration;
 using OnnxMoe.Compiler.Calibration;
 using OnnxMoe.Ir;
 using OnnxMoe.Passes.Trimming;
@@ -25,8 +26,8 @@ public sealed class BlockSequentialTests
         var reference = new WholeModelScores(data).Measure(ckpt.Model, runs);
         foreach (long budget in new[] { 64L << 20, 1 })   // 1 byte: every state spills
         {
-            using var scorer = new OrtCalibrationScores(CalibrationCorpus.FromTokens(data), 5, 7,
-                new CalibrationCoreOptions { BatchSize = 2, MemoryBudget = budget });
+            using var scorer = new OrtScorer(CalibrationCorpus.FromTokens(data), 5, 7,
+                new RegionRunnerOptions { BatchSize = 2, MemoryBudget = budget });
             AssertScoresEqual(reference, scorer.Measure(ckpt.Model, runs), 1e-5);
             Assert.Equal(budget == 1, scorer.Core.Store.SpilledBytes > 0);
             Assert.Equal(budget == 1, scorer.Core.Store.PeakInMemoryBytes == 0);
@@ -60,7 +61,7 @@ public sealed class BlockSequentialTests
         var s = ckpt.Structure;
         Assert.True(s.NumLayers >= 3);
         var data = TrimmingFixture.Tokens(s.VocabSize, samples: 3, seqLen: 6);
-        using var scorer = new OrtCalibrationScores(CalibrationCorpus.FromTokens(data), 3, 6);
+        using var scorer = new OrtScorer(CalibrationCorpus.FromTokens(data), 3, 6);
         scorer.Measure(ckpt.Model, [1]);
         Assert.Equal(s.NumLayers, scorer.Core.BlocksRun);
         scorer.Measure(ckpt.Model, [1, 2]);
@@ -115,10 +116,10 @@ public sealed class BlockSequentialTests
     {
         using var ckpt = new LoweredCheckpoint(FamilyData.Dir("mixtral"));
         var s = ckpt.Structure;
-        using var scorer = new OrtCalibrationScores(CalibrationCorpus.FromTokens(TrimmingFixture.Tokens(s.VocabSize, 2, 4)), 2, 4,
-            new CalibrationCoreOptions { MemoryBudget = 4096, MemoryBudgetExplicit = true });
+        using var scorer = new OrtScorer(CalibrationCorpus.FromTokens(TrimmingFixture.Tokens(s.VocabSize, 2, 4)), 2, 4,
+            new RegionRunnerOptions { MemoryBudget = 4096, MemoryBudgetExplicit = true });
         long blockBytes = OnnxMoe.Ir.Building.RegionExtractor.Extract(ckpt.Model,
-            [CalibrationCore.Value(ckpt.Model, s.Blocks[0].Input)], [CalibrationCore.Value(ckpt.Model, s.Blocks[0].Output)]).Graph.Initializers.Sum(v => v.ConstValue!.ByteLength);
+            [BlockStateCache.Value(ckpt.Model, s.Blocks[0].Input)], [BlockStateCache.Value(ckpt.Model, s.Blocks[0].Output)]).Graph.Initializers.Sum(v => v.ConstValue!.ByteLength);
         Assert.True(blockBytes > 4096);
         var e = Assert.Throws<UserErrorException>(() => scorer.Measure(ckpt.Model, [1]));
         Assert.Contains($"block {s.Blocks[0].Index} ({(blockBytes + (1 << 20) - 1) >> 20} MiB of weights", e.Message);

@@ -22,7 +22,7 @@ public sealed class CalibrationTests
         var s = ckpt.Structure;
         var data = TrimmingFixture.Tokens(s.VocabSize, samples: 3, seqLen: 6);
         var progress = new List<CalibrationProgress>();
-        using var scorer = new OrtCalibrationScores(CalibrationCorpus.FromTokens(data), 3, 6, new CalibrationCoreOptions { BatchSize = 2, Progress = progress.Add });
+        using var scorer = new OrtScorer(CalibrationCorpus.FromTokens(data), 3, 6, new RegionRunnerOptions { BatchSize = 2, Progress = progress.Add });
         int nodes = ckpt.Model.Graph.NodeCount, inits = ckpt.Model.Graph.Initializers.Count, outs = ckpt.Model.Graph.Outputs.Count;
         var scores = scorer.Measure(ckpt.Model, [1, 2]);
         // The model is left as it was.

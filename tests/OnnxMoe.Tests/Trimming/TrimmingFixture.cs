@@ -1,5 +1,7 @@
 using OnnxMoe.Checkpoints;
 using OnnxMoe.Compiler.Calibration;
+using OnnxMoe.Compiler.Compile;
+using OnnxMoe.Compiler.Recipes;
 using OnnxMoe.Ir;
 using OnnxMoe.Ir.Building;
 using OnnxMoe.Ir.Tensors;
@@ -40,8 +42,8 @@ internal static class TrimmingFixture
         return Enumerable.Range(0, samples).Select(_ => Enumerable.Range(0, seqLen).Select(_ => rng.Next(vocab)).ToArray()).ToList();
     }
 
-    public static OrtCalibrationScores Scorer(DecoderStructure s, int samples = 2, int seqLen = 8, CalibrationCoreOptions? options = null) =>
-        new(CalibrationCorpus.FromTokens(Tokens(s.VocabSize, samples, seqLen)), samples, seqLen, options ?? new CalibrationCoreOptions { BatchSize = 2 });
+    public static OrtScorer Scorer(DecoderStructure s, int samples = 2, int seqLen = 8, RegionRunnerOptions? options = null) =>
+        new(CalibrationCorpus.FromTokens(Tokens(s.VocabSize, samples, seqLen)), samples, seqLen, options ?? new RegionRunnerOptions { BatchSize = 2 });
 
     public static PipelineRunReport RunPipeline(Model model, string pipeline, ICalibrationScores? scores = null)
     {
@@ -157,3 +159,20 @@ internal static class TrimmingFixture
     }
 }
 
+
+/// <summary>Trimming scores on their own ORT runner, wired as a compile wires them (<see cref="CalibrationServices"/>), with the runner at hand.</summary>
+public sealed class OrtScorer(CalibrationCorpus corpus, int samples, int seqLen, RegionRunnerOptions? options = null) : ICalibrationScores, IDisposable
+{
+    private readonly CalibrationServices _services = CalibrationServices.Create(() => corpus, new CalibrationSettings(samples, seqLen), options ?? new RegionRunnerOptions());
+
+    public OrtRegionRunner Core => _services.Runner;
+    public OnnxMoe.Passes.Calibration.CalibrationWindows Windows => _services.Scores.Windows;
+
+    public TrimmingScores Measure(Model model, IReadOnlyList<int> consecutiveRuns, CancellationToken cancellationToken = default) =>
+        _services.Scores.Measure(model, consecutiveRuns, cancellationToken);
+
+    public IReadOnlyList<double> ReconstructionErrors(Model model, int layer, IReadOnlyList<IReadOnlyList<int>> keptExperts, CancellationToken cancellationToken = default) =>
+        _services.Scores.ReconstructionErrors(model, layer, keptExperts, cancellationToken);
+
+    public void Dispose() => _services.Dispose();
+}

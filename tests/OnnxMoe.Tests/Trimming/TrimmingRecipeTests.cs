@@ -32,7 +32,7 @@ public sealed class TrimmingRecipeTests
         using var ckpt = new LoweredCheckpoint(ModelDir(model));
         var before = ckpt.Structure;
         var recipe = BuiltinRecipes.Load(recipeName, Registry);
-        using var scorer = new OrtCalibrationScores(CalibrationCorpus.FromSettings(ModelDir(model), Tiny), Tiny.Samples, Tiny.SeqLen);
+        using var scorer = new OrtScorer(CalibrationCorpus.FromSettings(ModelDir(model), Tiny), Tiny.Samples, Tiny.SeqLen);
         var report = RunPipeline(ckpt.Model, recipe.Pipeline.ToString(), scorer);
         Assert.True(report.Changed, $"{recipeName} changed nothing on {model}");
         var after = ckpt.Structure;
@@ -91,7 +91,7 @@ public sealed class TrimmingRecipeTests
     public void Analyzer_reports_what_the_recipes_remove_on_a_tiny_model()
     {
         using var ckpt = new LoweredCheckpoint(ModelDir("tiny-deepseek"));
-        using var scorer = new OrtCalibrationScores(CalibrationCorpus.FromSettings(ModelDir("tiny-deepseek"), Tiny), Tiny.Samples, Tiny.SeqLen);
+        using var scorer = new OrtScorer(CalibrationCorpus.FromSettings(ModelDir("tiny-deepseek"), Tiny), Tiny.Samples, Tiny.SeqLen);
         var report = Analyzer.Run(ckpt.Model, scorer, Registry);
         Assert.Equal(4, report.Blocks.Count);
         Assert.Equal(3, report.MoeLayers.Count);                 // first_k_dense_replace = 1

@@ -1,53 +1,46 @@
 using System.Numerics.Tensors;
 using OnnxMoe.Ir;
-using OnnxMoe.Passes.Trimming;
-using OnnxMoe.Runtime;
+using OnnxMoe.Passes.Calibration;
 using OnnxMoe.Structure;
 
-namespace OnnxMoe.Compiler.Calibration;
+namespace OnnxMoe.Passes.Trimming;
 
 /// <summary>
-/// <see cref="ICalibrationScores"/> on the <see cref="CalibrationCore"/>: the decoder runs block by block on the calibration
-/// windows; per MoE block the attention output h, the FFN input x, the FFN output m and the router logits are handed back
-/// per batch and reduced at once (cosine similarities and routing weights summed over tokens, in double), and block and
-/// consecutive-run similarities compare the stored states entering each block. A block whose chain is unchanged since the
-/// last measurement is not run again (iterative selection restarts from the first changed block). Reconstruction errors run
-/// the layer's MoE alone (<see cref="MoeLayerModel"/>) on its own inputs, batch by batch, once per candidate subset.
+/// <see cref="ICalibrationScores"/> measured block by block on an <see cref="IRegionRunner"/>: per MoE block the attention output h,
+/// the FFN input x, the FFN output m and the router logits are handed back per batch and reduced at once (cosine similarities and
+/// routing weights summed over tokens, in double), and block and consecutive-run similarities compare the cached states entering
+/// each block (<see cref="BlockStateCache"/>). A block whose chain is unchanged since the last measurement is not run again
+/// (iterative selection restarts from the first changed block). Reconstruction errors run the layer's MoE alone
+/// (<see cref="MoeLayerModel"/>) on its own inputs, batch by batch, once per candidate subset.
 /// </summary>
-public sealed class OrtCalibrationScores : ICalibrationScores, IDisposable
+public sealed class TrimmingScorer : ICalibrationScores
 {
-    private readonly CalibrationCore _core;
-    private readonly bool _ownsCore;
+    private readonly BlockStateCache _states;
     private readonly Lazy<CalibrationWindows> _windows;
     private readonly Dictionary<string, BlockSums> _blockSums = new(StringComparer.Ordinal);
 
-    /// <param name="core">The compile's calibration core (shared with AWQ and other consumers).</param>
-    /// <param name="samples">Windows: the recipe's samples x seq-len.</param>
-    public OrtCalibrationScores(CalibrationCore core, int samples, int seqLen)
+    /// <param name="states">The compile's block states (shared with AWQ and other consumers).</param>
+    /// <param name="samples">Windows: the recipe's samples x seq-len, cut when first measured.</param>
+    public TrimmingScorer(BlockStateCache states, int samples, int seqLen)
     {
-        _core = core;
-        _windows = new(() => core.Corpus.Windows(samples, seqLen, core.Options.Log));
+        _states = states;
+        _windows = new(() => states.Runner.Windows(samples, seqLen));
     }
 
-    /// <summary>A scorer with its own core over the whole corpus as samples of <paramref name="seqLen"/>.</summary>
-    public OrtCalibrationScores(CalibrationCorpus corpus, int samples, int seqLen, CalibrationCoreOptions? options = null)
-        : this(new CalibrationCore(corpus, options), samples, seqLen) => _ownsCore = true;
-
     public CalibrationWindows Windows => _windows.Value;
-    public CalibrationCore Core => _core;
 
     public TrimmingScores Measure(Model model, IReadOnlyList<int> consecutiveRuns, CancellationToken cancellationToken = default)
     {
         var s = DecoderStructure.Read(model);
         var w = Windows;
-        var keys = _core.ChainKeys(model, s, w);
+        var keys = _states.ChainKeys(model, s, w);
         var routing = new SortedDictionary<int, double[]>();
         var moe = new SortedDictionary<int, double>();
         var moeNoNorm = new SortedDictionary<int, double>();
         for (int p = 0; p < s.Blocks.Count; p++)
         {
             var block = s.Blocks[p];
-            if (!_blockSums.TryGetValue(keys[p + 1], out var sums) || !_core.IsCached(keys[p + 1]))
+            if (!_blockSums.TryGetValue(keys[p + 1], out var sums) || !_states.IsCached(keys[p + 1]))
             {
                 sums = RunBlock(model, s, p, w, keys, cancellationToken);
                 _blockSums[keys[p + 1]] = sums;
@@ -68,7 +61,7 @@ public sealed class OrtCalibrationScores : ICalibrationScores, IDisposable
         double Pair(int from, int to)
         {
             if (!pairs.TryGetValue((from, to), out var v))
-                pairs[(from, to)] = v = CosineSum(_core.InputOf(model, s, from, w, keys, cancellationToken), _core.InputOf(model, s, to, w, keys, cancellationToken)) / w.TokenCount;
+                pairs[(from, to)] = v = CosineSum(_states.InputOf(model, s, from, w, keys, cancellationToken), _states.InputOf(model, s, to, w, keys, cancellationToken)) / w.TokenCount;
             return v;
         }
         for (int p = 0; p < s.Blocks.Count; p++) block1[s.Blocks[p].Index] = Pair(p, p + 1);
@@ -90,22 +83,22 @@ public sealed class OrtCalibrationScores : ICalibrationScores, IDisposable
     private BlockSums RunBlock(Model model, DecoderStructure s, int p, CalibrationWindows w, string[] keys, CancellationToken cancellation)
     {
         var block = s.Blocks[p];
-        var input = _core.InputOf(model, s, p, w, keys, cancellation);
+        var input = _states.InputOf(model, s, p, w, keys, cancellation);
         var sums = new BlockSums();
         var outputs = new List<Value>();
         if (block.Ffn is { Kind: FfnKind.Moe, Moe: { } moe } ffn)
         {
             var router = model.Graph.Nodes.FirstOrDefault(n => n.Name == moe.RouterMatMul)
                 ?? throw new InvalidDataException($"structure metadata names router node '{moe.RouterMatMul}', which the graph does not have");
-            outputs.AddRange([CalibrationCore.Value(model, block.Attention.Output), CalibrationCore.Value(model, ffn.Input),
-                CalibrationCore.Value(model, ffn.Output), router.Outputs[0]]);
+            outputs.AddRange([BlockStateCache.Value(model, block.Attention.Output), BlockStateCache.Value(model, ffn.Input),
+                BlockStateCache.Value(model, ffn.Output), router.Outputs[0]]);
             sums.Routing = new double[moe.ExpertIds.Count];
         }
-        var output = _core.RunBlock(model, s, p, input, w, outputs, outputs.Count == 0 ? null : (_, _, values) =>
+        var output = _states.Runner.RunBlock(model, s, p, input, w, outputs, outputs.Count == 0 ? null : (_, _, values) =>
         {
-            var h = values[0].ToFloatArray();
-            var x = values[1].ToFloatArray();
-            var m = values[2].ToFloatArray();
+            var h = values.ToFloatArray(0);
+            var x = values.ToFloatArray(1);
+            var m = values.ToFloatArray(2);
             int hidden = s.HiddenSize;
             var hm = new float[hidden];
             for (long t = 0; t < h.LongLength / hidden; t++)
@@ -116,7 +109,7 @@ public sealed class OrtCalibrationScores : ICalibrationScores, IDisposable
                 sums.MoeSimilarity += Cosine(ht, hm);
                 sums.MoeSimilarityNoNorm += Cosine(x.AsSpan((int)(t * hidden), hidden), mt);
             }
-            var logits = values[3].ToFloatArray();
+            var logits = values.ToFloatArray(3);
             int experts = sums.Routing!.Length;
             var probs = new float[experts];
             for (long t = 0; t < logits.LongLength / experts; t++)
@@ -125,7 +118,7 @@ public sealed class OrtCalibrationScores : ICalibrationScores, IDisposable
                 for (int e = 0; e < experts; e++) sums.Routing[e] += probs[e];
             }
         }, keepOutput: true, cancellation: cancellation)!;
-        _core.Cache(keys[p + 1], output);
+        _states.Cache(keys[p + 1], output);
         return sums;
     }
 
@@ -143,35 +136,34 @@ public sealed class OrtCalibrationScores : ICalibrationScores, IDisposable
             return m;
         }).ToList();
         var w = Windows;
-        var keys = _core.ChainKeys(model, s, w);
-        var input = _core.InputOf(model, s, p, w, keys, cancellationToken);
-        using var moeLayer = new InMemorySession(MoeLayerModel.Extract(model, s, layer), _core.Options.Session, "moe");
+        var keys = _states.ChainKeys(model, s, w);
+        var input = _states.InputOf(model, s, p, w, keys, cancellationToken);
+        using var moeLayer = _states.Runner.Open(MoeLayerModel.Extract(model, s, layer), "moe");
         var errors = new double[masks.Count];
         var zero = new float[moe.ExpertIds.Count];
-        var output = _core.RunBlock(model, s, p, input, w, [CalibrationCore.Value(model, ffn!.Input)], (_, _, values) =>
+        var output = _states.Runner.RunBlock(model, s, p, input, w, [BlockStateCache.Value(model, ffn!.Input)], (_, _, values) =>
         {
-            var x = values[0];
-            float[] reference = RunMoe(moeLayer.Session, x, zero);
+            var x = new RegionInput(MoeLayerModel.Input, values.ToFloatArray(0), values.Shape(0));
+            float[] reference = RunMoe(moeLayer, x, zero, cancellationToken);
             var diff = new float[reference.Length];
             for (int k = 0; k < masks.Count; k++)
             {
-                TensorPrimitives.Subtract(RunMoe(moeLayer.Session, x, masks[k]), reference, diff);
+                TensorPrimitives.Subtract(RunMoe(moeLayer, x, masks[k], cancellationToken), reference, diff);
                 errors[k] += TensorPrimitives.SumOfSquares<float>(diff);
             }
-        }, keepOutput: !_core.IsCached(keys[p + 1]), cancellation: cancellationToken);
-        if (output != null) _core.Cache(keys[p + 1], output);
+        }, keepOutput: !_states.IsCached(keys[p + 1]), cancellation: cancellationToken);
+        if (output != null) _states.Cache(keys[p + 1], output);
         return errors;
     }
 
-    private static float[] RunMoe(InferenceSession session, OrtValue x, float[] mask)
+    private static float[] RunMoe(IRegion moeLayer, RegionInput x, float[] mask, CancellationToken cancellation)
     {
-        using var m = OrtValue.CreateTensor<float>(mask.AsMemory(), [mask.Length]);
-        using var r = session.Run([new(MoeLayerModel.Input, x), new(MoeLayerModel.Mask, m)], [MoeLayerModel.Output]);
-        return r[0].ToFloatArray();
+        using var r = moeLayer.Run([x, new RegionInput(MoeLayerModel.Mask, mask, [mask.Length])], [MoeLayerModel.Output], cancellation: cancellation);
+        return r.ToFloatArray(0);
     }
 
     /// <summary>Sum over tokens of cos(a_t, b_t), the two states read sample by sample.</summary>
-    private static double CosineSum(HiddenStates a, HiddenStates b)
+    private static double CosineSum(IHiddenStates a, IHiddenStates b)
     {
         double sum = 0;
         int hidden = a.Hidden;
@@ -190,11 +182,6 @@ public sealed class OrtCalibrationScores : ICalibrationScores, IDisposable
         float dot = TensorPrimitives.Dot(x, y);
         float norms = MathF.Sqrt(TensorPrimitives.Dot(x, x)) * MathF.Sqrt(TensorPrimitives.Dot(y, y));
         return dot / MathF.Max(norms, 1e-30f);
-    }
-
-    public void Dispose()
-    {
-        if (_ownsCore) _core.Dispose();
     }
 
     private sealed class BlockSums

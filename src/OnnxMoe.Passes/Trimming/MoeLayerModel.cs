@@ -1,8 +1,9 @@
 using OnnxMoe.Ir;
 using OnnxMoe.Ir.Building;
+using OnnxMoe.Passes.Calibration;
 using OnnxMoe.Structure;
 
-namespace OnnxMoe.Compiler.Calibration;
+namespace OnnxMoe.Passes.Trimming;
 
 /// <summary>
 /// One MoE layer of a lowered decoder as a standalone model, for reconstruction scoring: input
@@ -21,7 +22,7 @@ public static class MoeLayerModel
     {
         var block = s.Blocks.FirstOrDefault(x => x.Index == layer) ?? throw new ArgumentException($"no layer {layer}");
         if (block.Ffn is not { Kind: FfnKind.Moe, Moe: { } moe } ffn) throw new ArgumentException($"layer {layer} is not an MoE layer");
-        var model = RegionExtractor.Extract(source, [CalibrationCore.Value(source, ffn.Input)], [CalibrationCore.Value(source, ffn.Output)]);
+        var model = RegionExtractor.Extract(source, [BlockStateCache.Value(source, ffn.Input)], [BlockStateCache.Value(source, ffn.Output)]);
         var g = model.Graph;
         if (g.Inputs.Count != 1)
             throw new InvalidDataException($"layer {layer}: the MoE reads {string.Join(", ", g.Inputs.Skip(1).Select(v => v.Name))} besides its input");

@@ -1,23 +1,22 @@
 using System.Numerics.Tensors;
 using OnnxMoe.Ir;
 using OnnxMoe.Ir.Building;
-using OnnxMoe.Passes.Quantization;
-using OnnxMoe.Runtime;
+using OnnxMoe.Passes.Calibration;
 using Tensor = OnnxMoe.Ir.Tensors.Tensor;
 
-namespace OnnxMoe.Compiler.Awq;
+namespace OnnxMoe.Passes.Quantization.Awq;
 
 /// <summary>
-/// AWQ's clip search with the output error computed by ORT: a small graph takes sampled inputs
+/// AWQ's clip search with the output error computed by the region runner: a small graph takes sampled inputs
 /// x [T, G, block] and the weight error d = W - Q(W) [G, block, N] and returns, per block g and
-/// output channel n, mean_t (x_g . d_g[:, n])^2. Owns its session.
+/// output channel n, mean_t (x_g . d_g[:, n])^2. Owns its opened region.
 /// </summary>
 internal sealed class ClipErrorGraph : IDisposable
 {
-    private readonly InMemorySession _session;
+    private readonly IRegion _region;
     private readonly int _blockSize;
 
-    public ClipErrorGraph(int blockSize, SessionConfig? config)
+    public ClipErrorGraph(int blockSize, IRegionRunner runner)
     {
         _blockSize = blockSize;
         var graph = new Graph("awq_clip_error");
@@ -28,7 +27,7 @@ internal sealed class ClipErrorGraph : IDisposable
         b.AddOutput(b.ReduceMean(b.Mul(partial, partial), [1], keepDims: false), "error", "blocks", "n");
         var model = new Model(graph);
         model.SetOpset("", 21);
-        _session = new InMemorySession(model, config, "awq_clip_error");
+        _region = runner.Open(model, "awq_clip_error");
     }
 
     /// <summary>
@@ -69,7 +68,7 @@ internal sealed class ClipErrorGraph : IDisposable
         var q = new float[w.Length];
         var d = new float[(long)kp * n];
         int steps = Math.Max(1, (int)(maxShrink * 20));
-        using var xValue = OrtValue.CreateTensor<float>(x, [take, blocks, _blockSize]);
+        var xInput = new RegionInput("x", x, [take, blocks, _blockSize]);
         for (int i = 0; i < steps; i++)
         {
             float factor = 1f - i / 20f;
@@ -78,9 +77,8 @@ internal sealed class ClipErrorGraph : IDisposable
             for (int row = 0; row < n; row++)
                 for (int c = 0; c < k; c++)
                     d[(long)c * n + row] = w[row * k + c] - q[row * k + c];
-            using var dValue = OrtValue.CreateTensor<float>(d, [blocks, _blockSize, n]);
-            using var result = _session.Session.Run([new("x", xValue), new("d", dValue)], ["error"]);
-            var error = result[0].GetSpan<float>();                     // [G, N]
+            using var result = _region.Run([xInput, new RegionInput("d", d, [blocks, _blockSize, n])], ["error"]);
+            var error = result.Floats(0);                     // [G, N]
             for (int row = 0; row < n; row++)
                 for (int bl = 0; bl < blocks; bl++)
                 {
@@ -95,5 +93,5 @@ internal sealed class ClipErrorGraph : IDisposable
         return bestClip;
     }
 
-    public void Dispose() => _session.Dispose();
+    public void Dispose() => _region.Dispose();
 }

@@ -2,7 +2,7 @@ using OnnxMoe.Ir;
 using OnnxMoe.Passes.Quantization;
 using OnnxMoe.Structure;
 
-namespace OnnxMoe.Compiler.Awq;
+namespace OnnxMoe.Passes.Quantization.Awq;
 
 /// <summary>Where a group's 1/s is folded: into an RMSNorm's weight, or into the output columns of the previous linear.</summary>
 public enum ScaleAnchorKind

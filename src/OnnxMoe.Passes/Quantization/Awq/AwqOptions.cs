@@ -1,8 +1,7 @@
 using OnnxMoe.Ir;
 using OnnxMoe.Passes.Quantization;
-using OnnxMoe.Runtime;
 
-namespace OnnxMoe.Compiler.Awq;
+namespace OnnxMoe.Passes.Quantization.Awq;
 
 /// <summary>
 /// Settings of the AWQ calibration stage (FACTS section 2). Token counts are per sample; samples are
@@ -13,7 +12,10 @@ public sealed record AwqOptions
     /// <summary>Calibration samples over which the activation statistics are averaged (AWQ: 128).</summary>
     public int Samples { get; init; } = 128;
     /// <summary>Tokens per sample (AWQ: 512).</summary>
-    public int SequenceLength { get; init; } = 512;
+    public int SequenceLength { get; init; } = MaxSequenceLength;
+    /// <summary>AWQ's own calibration block length (its paper cuts documents into 512-token blocks). A recipe's longer samples, chosen
+    /// for trimming's similarity scores, are cut to this so the loss searches keep memory bounded.</summary>
+    public const int MaxSequenceLength = 512;
     /// <summary>The first samples whose activations are kept in memory for the scale and clip losses.</summary>
     public int SearchSamples { get; init; } = 16;
     /// <summary>Scale ratios tried: a = 0, 1/n, ..., (n-1)/n (AWQ: 20).</summary>
@@ -28,8 +30,6 @@ public sealed record AwqOptions
     public double ClipMaxShrink { get; init; } = 0.5;
     /// <summary>What each block's successor calibrates on: the block's float output, or its output with its weights quantized.</summary>
     public AwqSequential Sequential { get; init; } = AwqSequential.Float;
-    /// <summary>Threads and device of the ORT sessions that compute losses.</summary>
-    public SessionConfig? Session { get; init; }
 
     /// <summary>Throws <see cref="UserErrorException"/> naming the first bad setting.</summary>
     public void Validate()

@@ -1,6 +1,6 @@
 using System.Numerics.Tensors;
 
-namespace OnnxMoe.Compiler.Awq;
+namespace OnnxMoe.Passes.Quantization.Awq;
 
 /// <summary>What was seen of one captured activation: per-channel sum of |x| over every calibration row, and the rows of the search samples.</summary>
 public sealed class ActivationRecord

@@ -3,7 +3,7 @@ using OnnxMoe.Ir;
 using OnnxMoe.Ir.Building;
 using OnnxMoe.Ir.Tensors;
 
-namespace OnnxMoe.Compiler.Awq;
+namespace OnnxMoe.Passes.Quantization.Awq;
 
 /// <summary>
 /// Exact folding of AWQ scales into initializers. Each fold replaces the value's tensor with a lazy

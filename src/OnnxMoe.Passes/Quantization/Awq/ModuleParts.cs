@@ -1,12 +1,10 @@
 using System.Numerics.Tensors;
-using OnnxMoe.Compiler.Calibration;
 using OnnxMoe.Ir;
 using OnnxMoe.Ir.Building;
-using OnnxMoe.Passes.Quantization;
-using OnnxMoe.Runtime;
+using OnnxMoe.Passes.Calibration;
 using OnnxMoe.Structure;
 
-namespace OnnxMoe.Compiler.Awq;
+namespace OnnxMoe.Passes.Quantization.Awq;
 
 /// <summary>
 /// A part of an AWQ module whose quantized weights contribute to the module output additively and independently of the other
@@ -76,15 +74,15 @@ internal static class ModuleParts
 /// Runs one <see cref="ModulePart"/> on the group's search activations: a region from the group's input to the part's contribution,
 /// the part's weights fed at run time; its reference (original weights) computed once. Per-sample activations [n, S, C] run a few
 /// samples at a time (<see cref="TokensPerRun"/>), so the module's intermediates (an attention's scores) stay small; samples are
-/// independent, so the outputs concatenated equal one run on all of them. Gathered rows [rows, C] run at once. Owns its session and feeds.
+/// independent, so the outputs concatenated equal one run on all of them. Gathered rows [rows, C] run at once. Owns its opened region.
 /// </summary>
 internal sealed class PartRunner : IDisposable
 {
     private readonly ModulePart _part;
-    private readonly InMemorySession _session;
-    /// <summary>Per run: the feeds (activations, then the decoder inputs the region reads) and the first token it covers.</summary>
-    private readonly List<(List<KeyValuePair<string, OrtValue>> Feeds, long FirstToken)> _runs = new();
-    private readonly DataType _weightType;
+    private readonly IRegion _region;
+    /// <summary>Per run: the activations, the decoder inputs the region may read (the attention module: mask, positions, empty past)
+    /// and the first token it covers.</summary>
+    private readonly List<(RegionInput Activations, DecoderBatch Decoder, long FirstToken)> _runs = new();
     private readonly CancellationToken _cancellation;
     private readonly float[] _reference;
     /// <summary>A trial's output, reused: its length is the reference's (the part's weights do not change which rows it computes).</summary>
@@ -94,18 +92,16 @@ internal sealed class PartRunner : IDisposable
     /// <summary>Tokens of per-sample activations one run covers (at least one sample).</summary>
     public const int TokensPerRun = 2048;
 
-    public PartRunner(Model model, DecoderStructure structure, ScaleGroup group, ModulePart part, (float[] Data, long[] Shape) x,
-        CalibrationWindows windows, int searchCount, DataType weightType, SessionConfig? config, AwqCalibrator.TrialBuffers buffers, CancellationToken cancellation)
+    public PartRunner(IRegionRunner runner, Model model, DecoderStructure structure, ScaleGroup group, ModulePart part, (float[] Data, long[] Shape) x,
+        CalibrationWindows windows, int searchCount, AwqCalibrator.TrialBuffers buffers, CancellationToken cancellation)
     {
         _part = part;
-        _weightType = weightType;
         _cancellation = cancellation;
         Originals = part.Weights.Select(w => (WeightMatrixReader.ReadTransposed(w.ConstValue!), (int)w.ConstValue!.Shape[1])).ToList();   // [N, K]
         var outputs = part.Indices is { } idx ? new[] { part.Output, idx } : new[] { part.Output };
-        _session = new InMemorySession(RegionExtractor.Extract(model, [group.Input], outputs, part.Weights), config, "awq_module");
+        _region = runner.Open(RegionExtractor.Extract(model, [group.Input], outputs, part.Weights), "awq_module");
         try
         {
-            var xType = _session.Session.Inputs.First(i => i.Name == group.Input.Name).ElementType;
             bool perSample = x.Shape.Length == 3;
             int samples = perSample ? checked((int)x.Shape[0]) : 1;
             int step = perSample ? (int)Math.Clamp(TokensPerRun / x.Shape[1], 1, samples) : 1;
@@ -115,11 +111,9 @@ internal sealed class PartRunner : IDisposable
                 int count = Math.Min(step, samples - first);
                 var shape = (long[])x.Shape.Clone();
                 if (perSample) shape[0] = count;
-                // The decoder inputs the region reads (the attention module: mask, positions, empty past); none for an FFN.
-                var feeds = CalibrationCore.DecoderFeeds(_session.Session, structure, windows, 0, perSample ? count : searchCount);
                 var data = x.Data.AsMemory(checked((int)(first * sampleLength)), checked((int)(count * sampleLength)));
-                feeds.Insert(0, new(group.Input.Name, AwqCalibrator.ToOrtValue(data, shape, xType)));
-                _runs.Add((feeds, first * sampleLength / x.Shape[^1]));
+                _runs.Add((new RegionInput(group.Input.Name, data, shape), new DecoderBatch(structure, windows, 0, perSample ? count : searchCount),
+                    first * sampleLength / x.Shape[^1]));
             }
             int k = (int)part.Weights[0].ConstValue!.Shape[0];
             var originalKN = new List<float[]>();
@@ -175,33 +169,26 @@ internal sealed class PartRunner : IDisposable
     /// reference's length), the token indices of its rows (a routed expert), and its width.</summary>
     private (float[] Output, long[]? Indices, int Width) Run(List<float[]> weightsKN, float[]? into)
     {
-        var weights = new List<KeyValuePair<string, OrtValue>>();
         var outputs = into == null ? new List<float[]>() : null;
         var indices = _part.Indices != null && into == null ? new List<long>() : null;
         int width = 1, at = 0;
-        try
+        var inputs = new List<RegionInput> { default };
+        for (int j = 0; j < _part.Weights.Count; j++) inputs.Add(new RegionInput(_part.Weights[j].Name, weightsKN[j], _part.Weights[j].ConstValue!.Shape));
+        var names = _part.Indices is { } idx ? new[] { _part.Output.Name, idx.Name } : new[] { _part.Output.Name };
+        foreach (var (activations, decoder, firstToken) in _runs)
         {
-            for (int j = 0; j < _part.Weights.Count; j++)
-                weights.Add(new(_part.Weights[j].Name, AwqCalibrator.ToOrtValue(weightsKN[j], _part.Weights[j].ConstValue!.Shape, _weightType)));
-            var names = _part.Indices is { } idx ? new[] { _part.Output.Name, idx.Name } : new[] { _part.Output.Name };
-            foreach (var (feeds, firstToken) in _runs)
+            inputs[0] = activations;
+            using var result = _region.Run(inputs, names, decoder, _cancellation);
+            var shape = result.Shape(0);
+            width = shape.Length == 0 ? 1 : checked((int)shape[^1]);
+            if (into == null) outputs!.Add(result.ToFloatArray(0));
+            else
             {
-                using var result = _session.Session.Run(feeds.Concat(weights), names, _cancellation);
-                var shape = result[0].Shape;
-                width = shape.Length == 0 ? 1 : checked((int)shape[^1]);
-                if (into == null) outputs!.Add(result[0].ToFloatArray());
-                else
-                {
-                    ReadOnlySpan<float> y = result[0].ElementType == DataType.Float ? result[0].GetSpan<float>() : result[0].ToFloatArray();
-                    y.CopyTo(into.AsSpan(at));
-                    at += y.Length;
-                }
-                if (indices != null) foreach (var t in result[1].GetSpan<long>()) indices.Add(t + firstToken);
+                var y = result.Floats(0);
+                y.CopyTo(into.AsSpan(at));
+                at += y.Length;
             }
-        }
-        finally
-        {
-            foreach (var w in weights) w.Value.Dispose();
+            if (indices != null) foreach (var t in result.Int64s(1)) indices.Add(t + firstToken);
         }
         if (into != null)
         {
@@ -221,10 +208,5 @@ internal sealed class PartRunner : IDisposable
         return (output, indices?.ToArray(), width);
     }
 
-    public void Dispose()
-    {
-        foreach (var (feeds, _) in _runs)
-            foreach (var f in feeds) f.Value.Dispose();
-        _session?.Dispose();
-    }
+    public void Dispose() => _region?.Dispose();
 }

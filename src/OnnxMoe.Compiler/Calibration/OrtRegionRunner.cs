@@ -1,25 +1,23 @@
-using System.Runtime.CompilerServices;
-using System.Security.Cryptography;
-using System.Text;
 using OnnxMoe.Ir;
 using OnnxMoe.Ir.Building;
-using OnnxMoe.Ir.Tensors;
+using OnnxMoe.Passes.Calibration;
 using OnnxMoe.Runtime;
 using OnnxMoe.Structure;
+using Tensor = OnnxMoe.Ir.Tensors.Tensor;
 
 namespace OnnxMoe.Compiler.Calibration;
 
 /// <summary>Progress of a calibration stage: samples of the current pass over the data.</summary>
 public readonly record struct CalibrationProgress(string Stage, int SamplesDone, int SamplesTotal);
 
-/// <summary>How the calibration core runs.</summary>
-public sealed record CalibrationCoreOptions
+/// <summary>How the region runner runs.</summary>
+public sealed record RegionRunnerOptions
 {
     /// <summary>Samples per ORT run. Bounds activation memory.</summary>
     public int BatchSize { get; init; } = 1;
     /// <summary>Device and threads of every calibration session; null: CPU with ORT's defaults.</summary>
     public SessionConfig? Session { get; init; }
-    /// <summary>Memory for calibration (one block's weights resident, one batch's activations, hidden states); 0: <see cref="CalibrationCore.DefaultMemoryBudget"/>.</summary>
+    /// <summary>Memory for calibration (one block's weights resident, one batch's activations, hidden states); 0: <see cref="OrtRegionRunner.DefaultMemoryBudget"/>.</summary>
     public long MemoryBudget { get; init; }
     /// <summary>The budget was given by the user: a block that does not fit is an error (otherwise a warning).</summary>
     public bool MemoryBudgetExplicit { get; init; }
@@ -30,30 +28,27 @@ public sealed record CalibrationCoreOptions
 }
 
 /// <summary>
-/// The block-sequential calibration executor every calibration consumer runs on (trimming scores,
-/// reconstruction errors, AWQ statistics and searches, <c>onnxmoe analyze</c>). It runs a lowered decoder
-/// the way it ships, one region at a time: the embedding region, then each decoder block in order
-/// with only that block's weights resident (its region extracted from the IR with
-/// <see cref="RegionExtractor"/>, so the graph run is the graph that ships), in batches on the
-/// current hidden states, handing each consumer the values it asked for and passing the block's
-/// output on. Hidden states live in a <see cref="HiddenStateStore"/> (memory up to a budget, spill
-/// files beyond). States entering each block are cached by the chain of block fingerprints before
-/// it, so a consumer measuring again after a change restarts from the first changed block.
+/// <see cref="IRegionRunner"/> over ONNX Runtime, the only one: the calibration corpus (tokenized on first use), one in-memory ORT
+/// session per region on the configured device (<see cref="RegionRunnerOptions.Session"/>, from --device and --threads), the
+/// decoder inputs of a batch (<see cref="DecoderFeeds"/>, the one place that builds them), and the hidden states between blocks in a
+/// <see cref="HiddenStateStore"/> (memory up to a budget, spill files beyond). A block runs with only its weights resident: its
+/// region extracted from the IR with <see cref="RegionExtractor"/>, so what calibration runs is the graph that ships.
 /// </summary>
-public sealed class CalibrationCore : IDisposable
+public sealed class OrtRegionRunner : IRegionRunner, IDisposable
 {
-    private readonly Dictionary<string, HiddenStates> _cache = new(StringComparer.Ordinal);
-    private readonly ConditionalWeakTable<Tensor, StrongBox<long>> _tensorIds = new();
+    private readonly Lazy<CalibrationCorpus> _corpus;
     private readonly SessionConfig _session, _unpackedSession;
 
-    /// <summary>Blocks with more weight bytes than this run without ORT's prepacked weight copies, and memory is handed back after them.</summary>
-    public const long LargeBlockBytes = 256L << 20;
-    private long _nextTensorId;
+    /// <summary>Blocks with more weight bytes than this run without ORT's prepacked weight copies, and memory is handed back before them.</summary>
+    private const long LargeBytes = 256L << 20;
 
-    public CalibrationCore(CalibrationCorpus corpus, CalibrationCoreOptions? options = null)
+    public OrtRegionRunner(CalibrationCorpus corpus, RegionRunnerOptions? options = null) : this(() => corpus, options) { }
+
+    /// <param name="corpus">Called once, when calibration first needs windows (pipelines that score nothing tokenize nothing).</param>
+    public OrtRegionRunner(Func<CalibrationCorpus> corpus, RegionRunnerOptions? options = null)
     {
-        Corpus = corpus;
-        Options = options ?? new CalibrationCoreOptions();
+        _corpus = new Lazy<CalibrationCorpus>(corpus);
+        Options = options ?? new RegionRunnerOptions();
         if (Options.BatchSize < 1) throw new ArgumentException("calibration batch size must be at least 1");
         if (Options.MemoryBudget < 0) throw new UserErrorException($"--calibration-memory must be positive, got {Options.MemoryBudget}");
         Budget = Options.MemoryBudget > 0 ? Options.MemoryBudget : DefaultMemoryBudget();
@@ -64,83 +59,27 @@ public sealed class CalibrationCore : IDisposable
         Store = new HiddenStateStore(Budget, Options.SpillDirectory);
     }
 
-    public CalibrationCorpus Corpus { get; }
-    public CalibrationCoreOptions Options { get; }
+    public CalibrationCorpus Corpus => _corpus.Value;
+    public RegionRunnerOptions Options { get; }
     public long Budget { get; }
     public HiddenStateStore Store { get; }
     /// <summary>Largest block weights held resident so far (bytes as the graph stores them).</summary>
     public long PeakBlockBytes { get; private set; }
-    /// <summary>Blocks run so far (a cached block is not run again).</summary>
+    /// <summary>Block regions run so far (sessions created for decoder blocks).</summary>
     public int BlocksRun { get; private set; }
+    /// <summary>Whether any consumer asked for calibration data (the corpus was tokenized).</summary>
+    public bool Used => _corpus.IsValueCreated;
+
+    public long LargeBlockBytes => LargeBytes;
 
     /// <summary>Half the memory this process may use (the machine's, or a container's limit), at least 256 MiB.</summary>
     public static long DefaultMemoryBudget() => Math.Max(256L << 20, GC.GetGCMemoryInfo().TotalAvailableMemoryBytes / 2);
 
-    /// <summary>Hidden states of the residual stream entering block <paramref name="position"/> (in current block order; the
-    /// block count for the last block's output), cached; owned by the core (do not dispose).</summary>
-    public HiddenStates InputOf(Model model, DecoderStructure s, int position, CalibrationWindows windows, CancellationToken cancellation = default) =>
-        InputOf(model, s, position, windows, ChainKeys(model, s, windows), cancellation);
+    public CalibrationWindows Windows(int samples, int seqLen) => Corpus.Windows(samples, seqLen, Options.Log);
 
-    /// <summary><see cref="InputOf(Model, DecoderStructure, int, CalibrationWindows, CancellationToken)"/> with the model's <see cref="ChainKeys"/> computed already.</summary>
-    public HiddenStates InputOf(Model model, DecoderStructure s, int position, CalibrationWindows windows, string[] keys, CancellationToken cancellation = default)
+    public IHiddenStates Embed(Model model, DecoderStructure s, CalibrationWindows windows, CancellationToken cancellation = default)
     {
-        int start = position;
-        while (start >= 0 && !_cache.ContainsKey(keys[start])) start--;
-        if (start < 0)
-        {
-            Cache(keys[0], Embed(model, s, windows, cancellation));
-            start = 0;
-        }
-        for (int p = start; p < position; p++)
-            Cache(keys[p + 1], RunBlock(model, s, p, _cache[keys[p]], windows, [], null, keepOutput: true, cancellation: cancellation)!);
-        // States of other chains (before a change) are stale now.
-        var current = new HashSet<string>(keys, StringComparer.Ordinal);
-        string prefix = $"{windows.Id}:";
-        foreach (var stale in _cache.Keys.Where(k => k.StartsWith(prefix, StringComparison.Ordinal) && !current.Contains(k)).ToList())
-        {
-            _cache[stale].Dispose();
-            _cache.Remove(stale);
-        }
-        return _cache[keys[position]];
-    }
-
-    /// <summary>Cache keys of the states entering each block position and, last, the last block's output: the window set plus
-    /// the fingerprints of the embedding region and every block before.</summary>
-    public string[] ChainKeys(Model model, DecoderStructure s, CalibrationWindows windows)
-    {
-        var keys = new string[s.Blocks.Count + 1];
-        var chain = new StringBuilder(Fingerprint(model, [], [Value(model, s.EmbeddingOutput)]));
-        keys[0] = $"{windows.Id}:{Hash(chain)}";
-        for (int p = 0; p < s.Blocks.Count; p++)
-        {
-            var b = s.Blocks[p];
-            chain.Append('|').Append(Fingerprint(model, [Value(model, b.Input)], [Value(model, b.Output)]));
-            keys[p + 1] = $"{windows.Id}:{Hash(chain)}";
-        }
-        return keys;
-    }
-
-    /// <summary>Frees every cached state (a consumer that runs its own chain, as AWQ does, first makes room).</summary>
-    public void ClearCache()
-    {
-        foreach (var states in _cache.Values) states.Dispose();
-        _cache.Clear();
-    }
-
-    /// <summary>Whether states for <paramref name="key"/> are cached.</summary>
-    public bool IsCached(string key) => _cache.ContainsKey(key);
-
-    /// <summary>Keeps <paramref name="states"/> as the states for <paramref name="key"/> (the core owns them from here).</summary>
-    public void Cache(string key, HiddenStates states)
-    {
-        if (_cache.Remove(key, out var old) && !ReferenceEquals(old, states)) old.Dispose();
-        _cache[key] = states;
-    }
-
-    /// <summary>Runs the embedding region (decoder inputs -> the residual stream entering the first block); the caller owns the result.</summary>
-    public HiddenStates Embed(Model model, DecoderStructure s, CalibrationWindows windows, CancellationToken cancellation = default)
-    {
-        var output = Value(model, s.EmbeddingOutput);
+        var output = BlockStateCache.Value(model, s.EmbeddingOutput);
         var region = RegionExtractor.Extract(model, [], [output]);
         using var session = new InMemorySession(region, _session, "calibration_embedding");
         HiddenStates? states = null;
@@ -161,27 +100,22 @@ public sealed class CalibrationCore : IDisposable
         }
     }
 
-    /// <summary>
-    /// Runs block <paramref name="position"/> (in current block order) on <paramref name="input"/>: batch by batch, hands the values
-    /// <paramref name="outputs"/> (any values the block computes) to <paramref name="use"/> with the batch's first sample and size,
-    /// and returns the block's output states when <paramref name="keepOutput"/> (the caller owns them).
-    /// <paramref name="replacements"/> swaps weight tensors for this run only (AWQ's quantized block outputs).
-    /// </summary>
-    public HiddenStates? RunBlock(Model model, DecoderStructure s, int position, HiddenStates input, CalibrationWindows windows,
-        IReadOnlyList<Value> outputs, Action<int, int, IReadOnlyList<OrtValue>>? use, bool keepOutput, int? batchSize = null,
+    public IHiddenStates? RunBlock(Model model, DecoderStructure s, int position, IHiddenStates input, CalibrationWindows windows,
+        IReadOnlyList<Value> outputs, Action<int, int, IRegionValues>? use, bool keepOutput, int? batchSize = null,
         IReadOnlyDictionary<Value, Tensor>? replacements = null, CancellationToken cancellation = default)
     {
+        var hidden = input as HiddenStates ?? throw new ArgumentException("hidden states from another runner", nameof(input));
         var block = s.Blocks[position];
-        var blockInput = Value(model, block.Input);
-        var blockOutput = Value(model, block.Output);
+        var blockInput = BlockStateCache.Value(model, block.Input);
+        var blockOutput = BlockStateCache.Value(model, block.Output);
         var wanted = new List<Value>();
         if (keepOutput) wanted.Add(blockOutput);
         foreach (var v in outputs) if (!wanted.Contains(v)) wanted.Add(v);
         if (wanted.Count == 0) return null;
         var region = RegionExtractor.Extract(model, [blockInput], wanted, replacements: replacements);
         long weightBytes = region.Graph.Initializers.Sum(v => v.ConstValue?.ByteLength ?? 0);
-        CheckFits(weightBytes, block, input);
-        bool large = weightBytes > LargeBlockBytes;
+        CheckFits(weightBytes, block, hidden);
+        bool large = weightBytes > LargeBytes;
         if (large) ReleaseMemory();
         Options.Log?.Invoke($"calibration: block {block.Index}: {Mib(weightBytes)} MiB of weights; " +
                             $"process {Mib(Environment.WorkingSet)} MiB, managed heap {Mib(GC.GetTotalMemory(false))} MiB, hidden states {Mib(Store.InMemoryBytes)} MiB in memory");
@@ -192,15 +126,15 @@ public sealed class CalibrationCore : IDisposable
         var offsets = outputs.Select(v => wanted.IndexOf(v)).ToArray();
         try
         {
-            RunBatches(session.Session, s, windows, blockInput.Name, input, names, batchSize ?? Options.BatchSize, $"block {block.Index}", cancellation, (first, count, result) =>
+            RunBatches(session.Session, s, windows, blockInput.Name, hidden, names, batchSize ?? Options.BatchSize, $"block {block.Index}", cancellation, (first, count, result) =>
             {
                 if (keepOutput)
                 {
                     var v = result[0];
-                    states ??= Store.Allocate(windows.Count, windows.Length, input.Hidden, v.ElementType);
+                    states ??= Store.Allocate(windows.Count, windows.Length, hidden.Hidden, v.ElementType);
                     states.Write(first, v.GetBytes());
                 }
-                use?.Invoke(first, count, offsets.Length == wanted.Count ? result : new RunResultView(result, offsets));
+                use?.Invoke(first, count, new OrtRegionValues(result, offsets));
             });
             return states;
         }
@@ -210,6 +144,8 @@ public sealed class CalibrationCore : IDisposable
             throw;
         }
     }
+
+    public IRegion Open(Model region, string name) => new OrtRegion(new InMemorySession(region, _session, name));
 
     /// <summary>The one place that builds decoder inputs: for a batch of windows, the feeds <paramref name="session"/> declares among
     /// input_ids, attention_mask (all ones), position_ids (0..), the empty KV cache of the structure's blocks, and the hidden
@@ -283,7 +219,7 @@ public sealed class CalibrationCore : IDisposable
 
     /// <summary>Returns the large arrays a block left behind to the system (the managed heap would otherwise keep them, and under a
     /// memory limit the next block's weights would not fit beside them).</summary>
-    public static void ReleaseMemory()
+    public void ReleaseMemory()
     {
         System.Runtime.GCSettings.LargeObjectHeapCompactionMode = System.Runtime.GCLargeObjectHeapCompactionMode.CompactOnce;
         GC.Collect(GC.MaxGeneration, GCCollectionMode.Aggressive, blocking: true, compacting: true);
@@ -315,62 +251,53 @@ public sealed class CalibrationCore : IDisposable
 
     private static long Mib(long bytes) => (bytes + (1 << 20) - 1) >> 20;
 
-    /// <summary>What a region computes: its nodes (op, name, attributes, value names) and the identity of every initializer tensor it reads.</summary>
-    private string Fingerprint(Model model, IReadOnlyList<Value> cut, IReadOnlyList<Value> outputs)
+    public void Dispose() => Store.Dispose();
+
+    /// <summary>The requested outputs of a run (those at <paramref name="offsets"/> when the run computed others first).</summary>
+    private class OrtRegionValues(IReadOnlyList<OrtValue> values, int[]? offsets = null) : IRegionValues
     {
-        var (nodes, leaves) = RegionExtractor.Collect(model.Graph, cut, outputs);
-        var text = new StringBuilder();
-        foreach (var n in model.Graph.Nodes)
+        private OrtValue At(int index) => values[offsets == null ? index : offsets[index]];
+        public int Count => offsets?.Length ?? values.Count;
+        public long[] Shape(int index) => At(index).Shape;
+        public float[] ToFloatArray(int index) => At(index).ToFloatArray();
+        public ReadOnlySpan<float> Floats(int index) => At(index) is { ElementType: DataType.Float } v ? v.GetSpan<float>() : At(index).ToFloatArray();
+        public ReadOnlySpan<long> Int64s(int index) => At(index).GetSpan<long>();
+    }
+
+    private sealed class OrtRegionResult(RunResult result) : OrtRegionValues(result), IRegionResult
+    {
+        public void Dispose() => result.Dispose();
+    }
+
+    /// <summary>A region's session; inputs are converted to the element type the region declares (f32 as is, f16 converted).</summary>
+    private sealed class OrtRegion(InMemorySession session) : IRegion
+    {
+        public IRegionResult Run(IReadOnlyList<RegionInput> inputs, IReadOnlyList<string> outputs, DecoderBatch? decoder = null, CancellationToken cancellation = default)
         {
-            if (!nodes.Contains(n)) continue;
-            text.Append(n.Domain).Append(':').Append(n.OpType).Append(' ').Append(n.Name).Append('(');
-            foreach (var i in n.Inputs) text.Append(i?.Name).Append(',');
-            text.Append(")->");
-            foreach (var o in n.Outputs) text.Append(o.Name).Append(',');
-            foreach (var a in n.Attributes) text.Append(' ').Append(a.Name).Append('=').Append(AttributeText(a));
-            text.Append('\n');
+            var s = session.Session;
+            var feeds = new List<KeyValuePair<string, OrtValue>>();
+            try
+            {
+                foreach (var input in inputs)
+                {
+                    var type = s.Inputs.FirstOrDefault(i => i.Name == input.Name)?.ElementType
+                        ?? throw new ArgumentException($"region {s.ModelPath} has no input '{input.Name}'");
+                    feeds.Add(new(input.Name, type switch
+                    {
+                        DataType.Float => OrtValue.CreateTensor<float>(input.Data, input.Shape),
+                        DataType.Float16 => OrtValue.CreateTensor<Half>(input.Data.ToArray().Select(v => (Half)v).ToArray(), input.Shape),
+                        _ => throw new NotSupportedException($"regions take f32 or f16 inputs, not {type.Name()} ({input.Name})"),
+                    }));
+                }
+                if (decoder != null) feeds.AddRange(DecoderFeeds(s, decoder.Structure, decoder.Windows, decoder.First, decoder.Count));
+                return new OrtRegionResult(s.Run(feeds, outputs, cancellation));
+            }
+            finally
+            {
+                foreach (var f in feeds) f.Value.Dispose();
+            }
         }
-        foreach (var v in leaves.OrderBy(v => v.Name, StringComparer.Ordinal))
-            text.Append(v.Name).Append('#').Append(v.ConstValue is { } t ? TensorId(t) : -1).Append('\n');
-        return Hash(text);
-    }
 
-    private string AttributeText(Ir.Attribute a) => a.Value switch
-    {
-        long[] l => string.Join(",", l),
-        float[] f => string.Join(",", f.Select(x => BitConverter.SingleToInt32Bits(x))),
-        byte[] b => Convert.ToHexString(b),
-        Tensor t => $"tensor#{TensorId(t)}",
-        float f => BitConverter.SingleToInt32Bits(f).ToString(),
-        null => "",
-        var o => o.ToString() ?? "",
-    };
-
-    private long TensorId(Tensor t) => _tensorIds.GetValue(t, _ => new StrongBox<long>(Interlocked.Increment(ref _nextTensorId))).Value;
-
-    private static string Hash(StringBuilder text) => Convert.ToHexString(SHA256.HashData(Encoding.UTF8.GetBytes(text.ToString())));
-
-    internal static Value Value(Model model, string name)
-    {
-        foreach (var v in model.Graph.Inputs) if (v.Name == name) return v;
-        foreach (var n in model.Graph.Nodes)
-            foreach (var o in n.Outputs)
-                if (o.Name == name) return o;
-        throw new InvalidDataException($"structure metadata names value '{name}', which the graph does not have");
-    }
-
-    public void Dispose()
-    {
-        ClearCache();
-        Store.Dispose();
-    }
-
-    /// <summary>The requested outputs of a run that computed the block output first.</summary>
-    private sealed class RunResultView(RunResult inner, int[] offsets) : IReadOnlyList<OrtValue>
-    {
-        public OrtValue this[int index] => inner[offsets[index]];
-        public int Count => offsets.Length;
-        public IEnumerator<OrtValue> GetEnumerator() => offsets.Select(o => inner[o]).GetEnumerator();
-        System.Collections.IEnumerator System.Collections.IEnumerable.GetEnumerator() => GetEnumerator();
+        public void Dispose() => session.Dispose();
     }
 }

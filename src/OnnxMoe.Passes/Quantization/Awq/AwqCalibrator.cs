@@ -1,14 +1,12 @@
 using System.Numerics.Tensors;
-using OnnxMoe.Compiler.Calibration;
 using OnnxMoe.Ir;
 using OnnxMoe.Ir.Building;
 using OnnxMoe.Ir.Tensors;
-using OnnxMoe.Passes.Quantization;
-using OnnxMoe.Runtime;
+using OnnxMoe.Passes.Calibration;
 using OnnxMoe.Structure;
 using Tensor = OnnxMoe.Ir.Tensors.Tensor;
 
-namespace OnnxMoe.Compiler.Awq;
+namespace OnnxMoe.Passes.Quantization.Awq;
 
 /// <summary>The scale chosen for one group and the module losses (mean squared error of the module output) it was chosen by.</summary>
 /// <param name="Ratio">The winning a of s = xbar^a (0 = plain round-to-nearest).</param>
@@ -26,40 +24,62 @@ public sealed record AwqResult(
     int ClippedWeights);
 
 /// <summary>
-/// Activation-aware weight quantization, the calibration half (FACTS section 2): statistics through
-/// ORT, per-group scale search with the module losses computed by ORT sessions fed trial weights,
+/// Activation-aware weight quantization, the calibration half (FACTS section 2): statistics from the
+/// <see cref="IRegionRunner"/>, per-group scale search with the module losses computed by region runs fed trial weights,
 /// exact folding into the float model (routers and shared-expert gates compensated, so routing is
 /// unchanged), then the per-row-per-block clip search. The quantize-int4 rewrite does the rest.
+/// As the <see cref="IAwqCalibration"/> service a compile puts into its <see cref="PassContext"/>, it runs with the pass's own
+/// options (grid, duo scaling, clip, sequential) over <see cref="Options"/> and keeps the last result in <see cref="LastResult"/>.
 /// </summary>
-public sealed class AwqCalibrator
+public sealed class AwqCalibrator : IAwqCalibration
 {
     private readonly AwqOptions _options;
+    private readonly BlockStateCache _states;
     private readonly Action<AwqProgress>? _progress;
     private readonly Action<string>? _log;
 
-    public AwqCalibrator(AwqOptions options, Action<AwqProgress>? progress = null, Action<string>? log = null)
+    /// <param name="options">Checked when a run starts (<see cref="AwqOptions.Validate"/>).</param>
+    /// <param name="states">The compile's block states; their runner runs every region.</param>
+    public AwqCalibrator(AwqOptions options, BlockStateCache states, Action<AwqProgress>? progress = null, Action<string>? log = null)
     {
-        options.Validate();
         _options = options;
+        _states = states;
         _progress = progress;
         _log = log;
     }
 
+    public AwqOptions Options => _options;
+    /// <summary>The result of the last <see cref="Calibrate"/>, for reports.</summary>
+    public AwqResult? LastResult { get; private set; }
+
+    public IReadOnlyDictionary<string, AwqWeightScaling> Calibrate(Model model, QuantizeInt4Options options, AwqSearchSettings search, PassContext context)
+    {
+        var o = _options with { GridPoints = search.GridPoints, DuoScaling = search.DuoScaling, ClipSearch = search.ClipSearch, Sequential = search.Sequential };
+        var result = new AwqCalibrator(o, _states, _progress, context.Info).Run(model, options, context.CancellationToken);
+        foreach (var g in result.Groups)
+            context.Info($"awq: {g.Name}: ratio {g.Ratio:0.00}, loss {g.RtnLoss:G4} -> {g.BestLoss:G4}");
+        LastResult = result;
+        return result.Scaling;
+    }
+
     /// <summary>
     /// Calibrates and folds the scales into <paramref name="model"/> in place (its float function is
-    /// unchanged up to rounding), block by block on <paramref name="core"/> as AutoAWQ runs it: for each decoder
+    /// unchanged up to rounding), block by block on the states' runner as AutoAWQ runs it: for each decoder
     /// block in order, the statistics of its groups' inputs on the block's input states, the scale search and
     /// fold of its groups, the clip search of its weights, then the block's output handed to the next block
     /// (the float output, or with <see cref="AwqSequential.Quantized"/> the output of the block with its weights
     /// quantized as they will ship). <paramref name="quantization"/> says which weights will be quantized and how
     /// (its AwqScaling is ignored). The model must carry onnxmoe.structure metadata.
     /// </summary>
-    public AwqResult Run(Model model, QuantizeInt4Options quantization, CalibrationCore core, CancellationToken cancellation = default)
+    public AwqResult Run(Model model, QuantizeInt4Options quantization, CancellationToken cancellation = default)
     {
+        _options.Validate();
+        var states = _states;
+        var runner = states.Runner;
         var format = quantization.Format;
         var selector = new LinearLayerSelector(quantization.Targets, quantization.Exclude);
         var structure = DecoderStructure.Read(model);
-        var windows = core.Corpus.Windows(_options.Samples, _options.SequenceLength, _log);
+        var windows = runner.Windows(_options.Samples, _options.SequenceLength);
         int searchCount = Math.Min(_options.SearchSamples, windows.Count);
 
         var finder = new ScaleGroupFinder(model, selector);
@@ -79,7 +99,7 @@ public sealed class AwqCalibrator
         for (int p = 0; p < structure.Blocks.Count; p++)
         {
             var b = structure.Blocks[p];
-            var (nodes, _) = RegionExtractor.Collect(model.Graph, [CalibrationCore.Value(model, b.Input)], [CalibrationCore.Value(model, b.Output)]);
+            var (nodes, _) = RegionExtractor.Collect(model.Graph, [BlockStateCache.Value(model, b.Input)], [BlockStateCache.Value(model, b.Output)]);
             blockGroups[p] = unassignedGroups.Where(g => g.Input.Producer is { } n && nodes.Contains(n)).ToList();
             blockTargets[p] = unassignedTargets.Where(nodes.Contains).ToList();
             unassignedGroups.RemoveAll(blockGroups[p].Contains);
@@ -92,8 +112,8 @@ public sealed class AwqCalibrator
         // Scale per linear input (for the clip search: X / s meets the folded W * s).
         var inputScales = new Dictionary<Node, float[]>(ReferenceEqualityComparer.Instance);
         int clipped = 0, groupsDone = 0, targetsDone = 0;
-        core.ClearCache();   // trimming's states: the model is about to change block by block
-        var states = core.Embed(model, structure, windows, cancellation);
+        states.Clear();   // trimming's states: the model is about to change block by block
+        var hidden = runner.Embed(model, structure, windows, cancellation);
         try
         {
             for (int p = 0; p < structure.Blocks.Count; p++)
@@ -104,14 +124,14 @@ public sealed class AwqCalibrator
                 foreach (var g in blockGroups[p]) Capture(g.Input);
                 if (_options.ClipSearch) foreach (var t in blockTargets[p].Where(t => !IsQueryOrKey(t))) Capture(t.Inputs[0]!);
                 var records = new Dictionary<Value, ActivationRecord>(ReferenceEqualityComparer.Instance);
-                var output = core.RunBlock(model, structure, p, states, windows, captured, (first, _, values) =>
+                var output = runner.RunBlock(model, structure, p, hidden, windows, captured, (first, _, values) =>
                 {
                     for (int j = 0; j < captured.Count; j++)
                     {
-                        var shape = values[j].Shape;
+                        var shape = values.Shape(j);
                         if (!records.TryGetValue(captured[j], out var record))
                             records[captured[j]] = record = new ActivationRecord(checked((int)shape[^1]));
-                        record.Accumulate(values[j].ToFloatArray(), shape, keep: first < searchCount);
+                        record.Accumulate(values.ToFloatArray(j), shape, keep: first < searchCount);
                     }
                     _progress?.Invoke(new AwqProgress("statistics", first + 1, windows.Count, $"block {structure.Blocks[p].Index}, sample {first + 1}"));
                 }, keepOutput: _options.Sequential == AwqSequential.Float, batchSize: 1, cancellation: cancellation);
@@ -120,12 +140,12 @@ public sealed class AwqCalibrator
                     foreach (var group in blockGroups[p])
                     {
                         cancellation.ThrowIfCancellationRequested();
-                        var report = SearchAndFold(model, structure, group, records[group.Input], windows, searchCount, format, inputScales, cancellation);
+                        var report = SearchAndFold(runner, model, structure, group, records[group.Input], windows, searchCount, format, inputScales, cancellation);
                         if (report != null) reports.Add(report);
                         _progress?.Invoke(new AwqProgress("scales", ++groupsDone, groups.Count, group.Name));
                     }
-                    // The clip graph's session lives for one block: its arena grows to the largest weight's error tensors.
-                    using var clipError = _options.ClipSearch && blockTargets[p].Count > 0 ? new ClipErrorGraph(format.BlockSize, _options.Session) : null;
+                    // The clip graph is opened for one block: the runtime's buffers for it grow to the largest weight's error tensors.
+                    using var clipError = _options.ClipSearch && blockTargets[p].Count > 0 ? new ClipErrorGraph(format.BlockSize, runner) : null;
                     foreach (var t in blockTargets[p])
                     {
                         cancellation.ThrowIfCancellationRequested();
@@ -144,7 +164,7 @@ public sealed class AwqCalibrator
                     {
                         var quantized = blockTargets[p].ToDictionary(t => t.Inputs[1]!, t => FakeQuantized(t, scaling[t.Inputs[1]!.Name].ClipMax, format),
                             (IEqualityComparer<Value>)ReferenceEqualityComparer.Instance);
-                        output = core.RunBlock(model, structure, p, states, windows, [], null, keepOutput: true, replacements: quantized, cancellation: cancellation)!;
+                        output = runner.RunBlock(model, structure, p, hidden, windows, [], null, keepOutput: true, replacements: quantized, cancellation: cancellation)!;
                     }
                 }
                 catch
@@ -152,13 +172,13 @@ public sealed class AwqCalibrator
                     output?.Dispose();
                     throw;
                 }
-                states.Dispose();
-                states = output!;
+                hidden.Dispose();
+                hidden = output!;
             }
         }
         finally
         {
-            states.Dispose();
+            hidden.Dispose();
         }
         foreach (var t in unassignedTargets)
         {
@@ -194,7 +214,7 @@ public sealed class AwqCalibrator
     /// computing only that part's contribution, and the errors are summed into the module's output error, so no trial holds every
     /// expert's weights at once (the sum is exact: the parts are independent and their contributions add).
     /// </summary>
-    private AwqGroupReport? SearchAndFold(Model model, DecoderStructure structure, ScaleGroup group, ActivationRecord record, CalibrationWindows windows, int searchCount,
+    private AwqGroupReport? SearchAndFold(IRegionRunner regionRunner, Model model, DecoderStructure structure, ScaleGroup group, ActivationRecord record, CalibrationWindows windows, int searchCount,
         BlockQuantFormat format, Dictionary<Node, float[]> inputScales, CancellationToken cancellation)
     {
         if (record.Concatenated() is not { } x)
@@ -213,7 +233,7 @@ public sealed class AwqCalibrator
         var buffers = new TrialBuffers();
         if (parts.Count == 1)
         {
-            using var runner = new PartRunner(model, structure, group, parts[0], x, windows, searchCount, weightType, _options.Session, buffers, cancellation);
+            using var runner = new PartRunner(regionRunner, model, structure, group, parts[0], x, windows, searchCount, buffers, cancellation);
             for (int r = 0; r < losses.Length; r++)
             {
                 cancellation.ThrowIfCancellationRequested();
@@ -222,12 +242,12 @@ public sealed class AwqCalibrator
         }
         else
         {
-            // Part by part (one part's weights and session resident at a time), each ratio's output error summed over the parts.
+            // Part by part (one part's weights and opened region resident at a time), each ratio's output error summed over the parts.
             long rows = x.Data.LongLength / channels;
             float[][]? errors = null;
             foreach (var part in parts)
             {
-                using (var runner = new PartRunner(model, structure, group, part, x, windows, searchCount, weightType, _options.Session, buffers, cancellation))
+                using (var runner = new PartRunner(regionRunner, model, structure, group, part, x, windows, searchCount, buffers, cancellation))
                 {
                     errors ??= Enumerable.Range(0, losses.Length).Select(_ => new float[checked(rows * runner.OutputWidth)]).ToArray();
                     for (int r = 0; r < losses.Length; r++)
@@ -236,7 +256,7 @@ public sealed class AwqCalibrator
                         runner.AddError(Trial(runner, scales[r], channels, format, weightType, buffers), errors[r]);
                     }
                 }
-                if (part.Weights.Sum(w => w.ConstValue!.ByteLength) > CalibrationCore.LargeBlockBytes / 8) CalibrationCore.ReleaseMemory();
+                if (part.Weights.Sum(w => w.ConstValue!.ByteLength) > regionRunner.LargeBlockBytes / 8) regionRunner.ReleaseMemory();
             }
             for (int r = 0; r < losses.Length; r++) losses[r] = TensorPrimitives.SumOfSquares<float>(errors![r]) / errors[r].Length;
         }
@@ -350,11 +370,4 @@ public sealed class AwqCalibrator
         Ir.Tensors.TensorKernels.Transpose<float>(source, rows, cols, result);
         return result;
     }
-
-    internal static OrtValue ToOrtValue(Memory<float> data, long[] shape, DataType type) => type switch
-    {
-        DataType.Float => OrtValue.CreateTensor<float>(data, shape),
-        DataType.Float16 => OrtValue.CreateTensor<Half>(data.ToArray().Select(v => (Half)v).ToArray(), shape),
-        _ => throw new NotSupportedException($"AWQ feeds f32 or f16 tensors, not {type.Name()}"),
-    };
 }
