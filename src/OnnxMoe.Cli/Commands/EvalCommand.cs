@@ -20,7 +20,7 @@ internal static class EvalCommand
         var stride = new Option<int>("--stride") { Description = "Perplexity: tokens the window moves each step; each token is scored once (HF's sliding-window recipe).", DefaultValueFactory = _ => 256 };
         var maxTokens = new Option<int>("--max-tokens") { Description = "Perplexity: score only the first N tokens of the file (0 = all).", DefaultValueFactory = _ => 0 };
         var tasks = new Option<string?>("--tasks") { Description = "lm-eval multiple-choice tasks: names, group names (onnxmoe = the built-in tasks) or task.yaml paths, comma-separated." };
-        var numFewshot = new Option<int?>("--num-fewshot") { Description = "Few-shot examples per document (overrides the YAML's num_fewshot; lm-eval's sampler and seed 1234)." };
+        var numFewshot = new Option<int?>("--num-fewshot") { Description = "Few-shot examples per document (overrides the YAML's num_fewshot, except in tasks whose YAML says 0, which stay zero-shot as in lm-eval; lm-eval's sampler and seed 1234)." };
         var limit = new Option<int?>("--limit") { Description = "Evaluate only the first N documents of each task." };
         var batchSize = new Option<int>("--batch-size") { Description = "Documents per forward batch (a document's choices always share one).", DefaultValueFactory = _ => 1 };
         var outputPath = new Option<string?>("--output-path") { Description = "Folder for results.json (lm-eval's layout)." };

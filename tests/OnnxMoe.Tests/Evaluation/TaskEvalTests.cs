@@ -185,6 +185,44 @@ public class TaskEvalTests(CompiledTinyModels models) : IClassFixture<CompiledTi
         }
     }
 
+    /// <summary>With neither fewshot_split nor test_split set (piqa's layout: training and validation splits), lm-eval's
+    /// ContextSampler.get_context compares None == None and draws num_fewshot + 1 documents, dropping the evaluated one.</summary>
+    [Fact]
+    public void UnsetFewshotAndTestSplitsDrawOneExtraShot()
+    {
+        using var tmp = new TempFolder();
+        var yaml = TaskYamlText.Replace("test: docs.jsonl", "validation: docs.jsonl").Replace("validation: shots.jsonl", "train: shots.jsonl")
+            .Replace("test_split: test", "validation_split: validation").Replace("fewshot_split: validation", "training_split: train");
+        var task = new MultipleChoiceTask(WriteTask(tmp, yaml), TaskYaml.Load(tmp["task.yaml"]));
+        Assert.Null(task.FewshotSplit);
+        Assert.Null(task.TestSplit);
+        var docs = task.BuildRequests(numFewshot: 2, limit: 3);
+        var rng = new PythonRandom(1234);
+        foreach (var d in docs)
+        {
+            var shots = rng.Sample(task.FewshotDocs, 3).Where(x => !ReferenceEquals(x, d.Doc)).Take(2);
+            var expected = "Choose well.\n\n" + string.Concat(shots.Select(x => $"Question: {x["question"]}\nAnswer: ")
+                .Zip(shots, (q, x) => q + ((List<object?>)((Dictionary<string, object?>)x["choices"]!)["text"]!)[x["answerKey"] as string == "A" ? 0 : 1] + "\n\n"))
+                + $"Question: {d.Doc["question"]}\nAnswer:";
+            Assert.Equal(expected, d.Requests[0].Context);
+        }
+    }
+
+    /// <summary>lm-eval's simple_evaluate keeps a task whose YAML says num_fewshot: 0 zero-shot whatever --num_fewshot asks;
+    /// a task without the key takes the request.</summary>
+    [Theory]
+    [InlineData("", null, 0)]
+    [InlineData("", 3, 3)]
+    [InlineData("num_fewshot: 0\n", 3, 0)]
+    [InlineData("num_fewshot: 1\n", null, 1)]
+    [InlineData("num_fewshot: 1\n", 3, 3)]
+    public void YamlZeroShotsOverrideTheCommandLine(string line, int? requested, int expected)
+    {
+        using var tmp = new TempFolder();
+        var task = new MultipleChoiceTask(WriteTask(tmp, TaskYamlText + "\n" + line), TaskYaml.Load(tmp["task.yaml"]));
+        Assert.Equal(expected, task.ShotsFor(requested));
+    }
+
     [Fact]
     public void ResultsJsonHasLmEvalLayout()
     {

@@ -54,7 +54,7 @@ public sealed class MultipleChoiceTask
         TargetDelimiter = StringOption("target_delimiter", " ");
         FewshotDelimiter = StringOption("fewshot_delimiter", "\n\n");
         Description = config.GetValueOrDefault("description") as string ?? "";
-        NumFewshot = config.GetValueOrDefault("num_fewshot") is long n ? (int)n : 0;
+        ConfiguredFewshot = config.GetValueOrDefault("num_fewshot") is long n ? (int)n : null;
         if (config.GetValueOrDefault("fewshot_config") is Dictionary<string, object?> fc)
         {
             var sampler = fc.GetValueOrDefault("sampler") as string ?? "default";
@@ -107,7 +107,17 @@ public sealed class MultipleChoiceTask
     public string TargetDelimiter { get; }
     public string FewshotDelimiter { get; }
     public string Description { get; }
-    public int NumFewshot { get; }
+    /// <summary>The YAML's num_fewshot, 0 when it has none.</summary>
+    public int NumFewshot => ConfiguredFewshot ?? 0;
+    /// <summary>The YAML's num_fewshot, null when it has none.</summary>
+    public int? ConfiguredFewshot { get; }
+
+    /// <summary>
+    /// The shots a run uses given lm-eval's --num_fewshot <paramref name="requested"/> (null when not given): a task whose YAML
+    /// says num_fewshot: 0 stays zero-shot whatever is asked (lm_eval/evaluator.py simple_evaluate: "num_fewshot has been set
+    /// to 0 ... in its config. Manual configuration will be ignored."); otherwise the request, else the YAML's value, else 0.
+    /// </summary>
+    public int ShotsFor(int? requested) => ConfiguredFewshot == 0 ? 0 : requested ?? NumFewshot;
     public bool FirstNSampler { get; }
     public IReadOnlyList<string> Metrics { get; }
     public string? TrainingSplit { get; }
@@ -344,7 +354,9 @@ public sealed class MultipleChoiceTask
             var context = Description.Length > 0 && JinjaTemplate.HasMarkup(Description) ? RenderOrFail("description", Description, doc) : Description;
             if (numFewshot > 0)
             {
-                int n = FewshotSplit is not null && FewshotSplit == TestSplit ? numFewshot + 1 : numFewshot;
+                // samplers.py ContextSampler.get_context compares the config's fewshot_split and test_split as they are,
+                // so two unset splits (None == None, as in piqa) also draw one extra document to drop the current one.
+                int n = FewshotSplit == TestSplit ? numFewshot + 1 : numFewshot;
                 if (n > shotPool.Count) n = shotPool.Count;
                 var drawn = FirstNSampler ? shotPool.Take(n).ToList() : rng.Sample(shotPool, n);
                 foreach (var shot in drawn.Where(x => !DocValues.PyEquals(x, doc)).Take(numFewshot))

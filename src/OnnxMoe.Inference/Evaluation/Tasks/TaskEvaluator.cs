@@ -10,7 +10,7 @@ namespace OnnxMoe.Inference.Evaluation.Tasks;
 /// <summary>Settings of a task run, named as lm-eval's CLI names them.</summary>
 public sealed record TaskEvalOptions
 {
-    /// <summary>Overrides every task's num_fewshot (lm-eval --num_fewshot); null keeps the YAML's (default 0).</summary>
+    /// <summary>Overrides every task's num_fewshot (lm-eval --num_fewshot) except where the YAML says 0 (lm-eval keeps those zero-shot); null keeps the YAML's (default 0).</summary>
     public int? NumFewshot { get; init; }
 
     /// <summary>First N documents of each task (lm-eval --limit); null = all.</summary>
@@ -116,7 +116,7 @@ public sealed class TaskEvaluator(IDecoder decoder, Tokenizer tokenizer, Scoring
 
     public PreparedTask Prepare(MultipleChoiceTask task, TaskEvalOptions options)
     {
-        int shots = options.NumFewshot ?? task.NumFewshot;
+        int shots = task.ShotsFor(options.NumFewshot);
         var docs = task.BuildRequests(shots, options.Limit, options.FewshotSeed);
         var scorer = new LoglikelihoodScorer(decoder, tokenizer, scoring);
         var encoded = new List<EncodedRequest[]>(docs.Count);
