@@ -36,15 +36,8 @@ public static class WeightConversion
     /// <summary>Several tensors concatenated along axis 0 (after conversion), computed lazily.</summary>
     public static Tensor ConcatRows(IReadOnlyList<Tensor> parts, DataType target)
     {
-        long cols = parts[0].Shape.Length == 2 ? parts[0].Shape[1] : 1;
-        long rows = parts.Sum(p => p.Shape[0]);
         foreach (var p in parts) CheckFloat(p, target);
-        void Write(Stream s)
-        {
-            foreach (var p in parts) WriteConverted(p, target, s);
-        }
-        return new LazyTensor(target, parts[0].Shape.Length == 2 ? [rows, cols] : [rows],
-            () => Materialize(target.ByteCount(rows * cols), Write, null), Write);
+        return LazyTensor.ConcatRows(parts.Select(p => Convert(p, target)).ToList());
     }
 
     /// <summary>Output bytes of a streamed conversion in one new array (for <see cref="Tensor.GetBytes"/> callers).</summary>

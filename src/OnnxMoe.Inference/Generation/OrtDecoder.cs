@@ -120,7 +120,6 @@ public sealed partial class OrtDecoder : IDecoder
         private readonly string[] _outputNames;
         private RunResult? _last;
         private float[] _converted = [];
-        private readonly bool _shared;
         // Shared mode: the positions the buffers have room for (>= PastLength); the logits tensor written into.
         private int _capacity;
         private OrtValue? _logits;
@@ -129,7 +128,6 @@ public sealed partial class OrtDecoder : IDecoder
         {
             _owner = owner;
             BatchSize = batch;
-            _shared = owner.KvCache == KvCacheMode.Shared;
             var s = owner.Signature;
             _past = new OrtValue[2 * s.Layers];
             _pastNames = new string[2 * s.Layers];
@@ -171,8 +169,10 @@ public sealed partial class OrtDecoder : IDecoder
 
         public int PastLength { get; private set; }
 
+        private bool Shared => _owner.KvCache == KvCacheMode.Shared;
+
         /// <summary>The cache tensors' position dimension.</summary>
-        private int Positions => _shared ? _capacity : PastLength;
+        private int Positions => Shared ? _capacity : PastLength;
 
         /// <summary>Shared mode: makes room for <paramref name="total"/> positions, copying the cache into buffers of at
         /// least twice the size when it has none (so growing costs amortised O(1) per position).</summary>
@@ -181,7 +181,7 @@ public sealed partial class OrtDecoder : IDecoder
             if (total <= _capacity) return;
             var s = _owner.Signature;
             int capacity = (Math.Max(total + 64, 2 * _capacity) + 63) / 64 * 64;
-            int elementBytes = s.CacheType == DataType.Float ? 4 : 2;
+            int elementBytes = checked((int)s.CacheType.ByteCount(1));
             int usedBytes = PastLength * s.HeadDim * elementBytes, oldRow = _capacity * s.HeadDim * elementBytes, newRow = capacity * s.HeadDim * elementBytes;
             long[] shape = [BatchSize, s.KeyValueHeads, capacity, s.HeadDim];
             for (int j = 0; j < _past.Length; j++)
@@ -209,7 +209,7 @@ public sealed partial class OrtDecoder : IDecoder
                 return ForwardRowByRow(inputIds, sequenceLength, attentionMask, positionIds);
 
             // Shared mode: room must exist before the run, since the buffers given as past are the ones ORT writes the presents into.
-            if (_shared) EnsureCapacity(total);
+            if (Shared) EnsureCapacity(total);
             using var ids = OrtValue.CreateTensor<long>(inputIds.ToArray(), [batch, sequenceLength]);
             using var mask = OrtValue.CreateTensor<long>(attentionMask.ToArray(), [batch, total]);
             using var positions = OrtValue.CreateTensor<long>(positionIds.ToArray(), [batch, sequenceLength]);
@@ -217,7 +217,7 @@ public sealed partial class OrtDecoder : IDecoder
             if (_owner.Signature.HasAttentionMask) inputs.Add(new("attention_mask", mask));
             if (_owner.Signature.HasPositionIds) inputs.Add(new("position_ids", positions));
             for (int j = 0; j < _past.Length; j++) inputs.Add(new(_pastNames[j], _past[j]));
-            if (_shared) return ForwardShared(inputs, sequenceLength, total);
+            if (Shared) return ForwardShared(inputs, sequenceLength, total);
 
             var result = _owner._session.Run(inputs, _outputNames);
             _last?.Dispose();

@@ -140,6 +140,36 @@ public sealed class LazyTensor : Tensor
         _cache = cache;
     }
 
+    /// <summary>
+    /// <paramref name="parts"/> (one element type, equal dimensions after the first) one after the other along dimension 0,
+    /// lazily: written part by part, each as it writes itself (a lazy part streams), and materialised the same way into one
+    /// array only for <see cref="GetBytes"/> callers.
+    /// </summary>
+    public static LazyTensor ConcatRows(IReadOnlyList<Tensor> parts)
+    {
+        if (parts.Count == 0) throw new ArgumentException("nothing to concatenate");
+        var first = parts[0];
+        if (parts.Any(t => t.DataType != first.DataType || t.Shape.Length == 0 || !t.Shape.AsSpan(1).SequenceEqual(first.Shape.AsSpan(1))))
+            throw new InvalidOperationException($"cannot stack {string.Join(", ", parts.Select(t => $"{t.Name} {t}"))} along rows");
+        var shape = first.Shape.ToArray();
+        shape[0] = parts.Sum(t => t.Shape[0]);
+        void Write(Stream destination)
+        {
+            foreach (var t in parts) t.WriteTo(destination);
+        }
+        return new LazyTensor(first.DataType, shape,
+            () =>
+            {
+                long length = parts.Sum(t => t.ByteLength);
+                if (length > Array.MaxLength) throw new InvalidOperationException($"concatenation of {first.Name} and others is {length} bytes: too large for one array, stream it with WriteTo");
+                var bytes = GC.AllocateUninitializedArray<byte>((int)length);
+                using var ms = new MemoryStream(bytes, writable: true);
+                Write(ms);
+                return bytes;
+            },
+            Write);
+    }
+
     public override bool IsMaterialized => _cached != null;
 
     public override ReadOnlySpan<byte> GetBytes()

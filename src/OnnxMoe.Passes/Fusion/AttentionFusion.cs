@@ -119,8 +119,9 @@ internal sealed class AttentionFusion
     /// </summary>
     private (Value Q, Value K, Value V) PackedProjections(Value q, Value k, Value v)
     {
-        Node[] nodes = [q.Producer!, k.Producer!, v.Producer!];
-        if (nodes.Any(n => n is null || n.OpType != "MatMulNBits" || n.Domain != MoeFusion.Domain || n.Inputs.Count is < 3 or > 4))
+        if (q.Producer is not { } pq || k.Producer is not { } pk || v.Producer is not { } pv) return (q, k, v);
+        Node[] nodes = [pq, pk, pv];
+        if (nodes.Any(n => n.OpType != "MatMulNBits" || n.Domain != MoeFusion.Domain || n.Inputs.Count is < 3 or > 4))
             return (q, k, v);
         var first = nodes[0];
         string[] same = ["K", "bits", "block_size", "accuracy_level"];
@@ -137,9 +138,7 @@ internal sealed class AttentionFusion
         for (int input = 1; input < first.Inputs.Count; input++)
         {
             var parts = nodes.Select(n => n.Inputs[input]!.ConstValue!).ToArray();
-            var shape = parts[0].Shape.ToArray();
-            shape[0] = parts.Sum(t => t.Shape[0]);
-            inputs.Add(_b.AddInitializer(PackedName(nodes.Select(n => n.Inputs[input]!.Name).ToArray()), Concatenated(parts, shape)));
+            inputs.Add(_b.AddInitializer(PackedName(nodes.Select(n => n.Inputs[input]!.Name).ToArray()), LazyTensor.ConcatRows(parts)));
         }
         var packed = _b.Op("MatMulNBits", inputs, 1,
             [Attribute.Int("K", first.GetInt("K", 0)), Attribute.Int("N", widths.Sum()), Attribute.Int("bits", first.GetInt("bits", 0)),
@@ -160,22 +159,6 @@ internal sealed class AttentionFusion
         string name = prefix == 0 ? names[0] + ".qkv" : names[0][..prefix] + "qkv" + names[0][^suffix..];
         for (int k = 1; _b.Names.IsUsed(name); k++) name = $"{names[0]}.qkv_{k}";
         return name;
-    }
-
-    /// <summary>Tensors of equal trailing shape one after the other along dimension 0, read lazily (streamed when written).</summary>
-    private static Tensor Concatenated(Tensor[] parts, long[] shape)
-    {
-        if (parts.Any(t => t.DataType != parts[0].DataType || !t.Shape.AsSpan(1).SequenceEqual(parts[0].Shape.AsSpan(1))))
-            throw new InvalidOperationException($"cannot stack {string.Join(", ", parts.Select(t => t.ToString()))} along rows");
-        return new LazyTensor(parts[0].DataType, shape,
-            () =>
-            {
-                var all = new byte[parts.Sum(t => t.ByteLength)];
-                long at = 0;
-                foreach (var t in parts) { t.GetBytes().CopyTo(all.AsSpan((int)at)); at += t.ByteLength; }
-                return all;
-            },
-            stream => { foreach (var t in parts) t.WriteTo(stream); });
     }
 
     /// <summary>
