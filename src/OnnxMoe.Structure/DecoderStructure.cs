@@ -33,7 +33,8 @@ public sealed class DecoderStructure
     public string ComputeType { get; set; } = "f32";
     /// <summary>Value: residual stream entering the first block (embedding output).</summary>
     public string EmbeddingOutput { get; set; } = "";
-    /// <summary>Node name of the final RMSNorm's first node; its input 0 is the last block's output.</summary>
+    /// <summary>Node name of the final RMSNorm's first node; its input 0 is the last block's output. Fused with the last residual
+    /// Add (pass fuse), the SkipSimplifiedLayerNormalization whose output 3 is the last block's output.</summary>
     public string FinalNormInputNode { get; set; } = "";
     /// <summary>Value: the additive f32 attention bias [B,1,1,S,T] (causal and attention_mask) every block's attention adds.</summary>
     public string? AttentionBias { get; set; }
@@ -139,7 +140,8 @@ public sealed class AttentionStructure
     public string PastValue { get; set; } = "";
     public string PresentKey { get; set; } = "";
     public string PresentValue { get; set; } = "";
-    /// <summary>Node: residual Add after attention (input 0 = block input, input 1 = attention output).</summary>
+    /// <summary>Node: residual Add after attention (input 0 = block input, input 1 = attention output); after pass fuse it may be
+    /// the SkipSimplifiedLayerNormalization of the norm that reads the sum (same inputs 0 and 1, the sum is its output 3).</summary>
     public string ResidualAdd { get; set; } = "";
     /// <summary>Value: residual stream after attention (the h that enters the post-attention norm).</summary>
     public string Output { get; set; } = "";
@@ -173,7 +175,8 @@ public sealed class FfnStructure
     public string Input { get; set; } = "";
     /// <summary>Value: FFN output before the residual add ([batch, seq, hidden]).</summary>
     public string Output { get; set; } = "";
-    /// <summary>Node: residual Add after the FFN (input 0 = attention output, input 1 = FFN output); its output is the block output.</summary>
+    /// <summary>Node: residual Add after the FFN (input 0 = attention output, input 1 = FFN output); its output is the block output.
+    /// After pass fuse it may be the next norm's SkipSimplifiedLayerNormalization (same inputs 0 and 1, the block output is its output 3).</summary>
     public string ResidualAdd { get; set; } = "";
     public int IntermediateSize { get; set; }
     public MoeStructure? Moe { get; set; }

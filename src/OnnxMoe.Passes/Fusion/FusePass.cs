@@ -9,17 +9,22 @@ namespace OnnxMoe.Passes.Fusion;
 /// ONNX Runtime's fused contrib ops, as the last step of a pipeline: each MoE layer's routed experts become one
 /// com.microsoft <c>MoE</c> node (float experts) or <c>QMoE</c> node (experts quantized by quantize-int4); each block's
 /// RoPE, KV cache and attention become RotaryEmbedding + GroupQueryAttention; each RMSNorm becomes
-/// SimplifiedLayerNormalization. A layer that a fused node cannot express keeps its standard ops, and the pass says why.
-/// Passes that need the standard form (prune-experts, quantize-int4, AWQ) refuse a fused model: run them before fuse.
+/// SimplifiedLayerNormalization, or SkipSimplifiedLayerNormalization with the residual Add before it (f32 graphs). A layer
+/// that a fused node cannot express keeps its standard ops, and the pass says why. Passes that need the standard form
+/// (prune-experts, quantize-int4, AWQ) refuse a fused model: run them before fuse. Passes that cut or rewire the residual
+/// stream split the skip nodes for their run (<see cref="SkipNormFusion.WithResidualAdds"/>).
 /// </summary>
 public sealed class FusePass : Pass
 {
     public static readonly PassInfo Info = new("fuse",
-        "Rewrites MoE layers into com.microsoft MoE / QMoE, attention into RotaryEmbedding + GroupQueryAttention, RMSNorms into SimplifiedLayerNormalization (run it last).",
+        "Rewrites MoE layers into com.microsoft MoE / QMoE, attention into RotaryEmbedding + GroupQueryAttention, RMSNorms into SimplifiedLayerNormalization " +
+        "or, with the residual Add before them, SkipSimplifiedLayerNormalization (run it last).",
         PassOption.String("moe", Quantized, "quantized: MatMulNBits experts into one QMoE node per layer (measured faster on CPU); all: float experts into MoE " +
             "too (ORT's CPU MoE kernel measured 0.9x decode, 0.6x prefill of the standard form in fp32); off", Quantized, All, Off),
         PassOption.Bool("attention", true, "fuse RoPE, the KV cache and attention into RotaryEmbedding + GroupQueryAttention (KV cache shareable as one buffer)"),
-        PassOption.Bool("norm", true, "fuse each RMSNorm chain into one SimplifiedLayerNormalization"));
+        PassOption.Bool("norm", true, "fuse each RMSNorm chain into one SimplifiedLayerNormalization"),
+        PassOption.Bool("skip-norm", true, "fold each residual Add and the norm reading its sum (block norms, final norm) into one com.microsoft " +
+            "SkipSimplifiedLayerNormalization (output 3 = the residual sum); f32 graphs only, needs norm"));
 
     public const string Quantized = "quantized";
     public const string All = "all";
@@ -66,10 +71,12 @@ public sealed class FusePass : Pass
             }
         }
         if (Options.GetBool("norm")) NormFusion.Run(surgery);
+        if (Options.GetBool("skip-norm") && SkipNormFusion.Fuse(surgery) == 0 && surgery.Structure.ComputeType != "f32")
+            context.Info($"{Name}: the {surgery.Structure.ComputeType} graph keeps its residual Adds (skip-norm fuses f32 graphs only)");
         if (!counters.Any) return PassResult.Unchanged;
         if (model.GetOpset(MoeFusion.Domain) == null) model.SetOpset(MoeFusion.Domain, 1);
         surgery.Commit();
-        return PassResult.From(counters["moe-nodes"] + counters["qmoe-nodes"] + counters["attention-fused"] + counters["norms-fused"] > 0, counters);
+        return PassResult.From(counters["moe-nodes"] + counters["qmoe-nodes"] + counters["attention-fused"] + counters["norms-fused"] + counters["skip-norms-fused"] > 0, counters);
     }
 
     /// <summary>Throws when <paramref name="structure"/> has a fused MoE layer: <paramref name="passName"/> needs the standard form.</summary>

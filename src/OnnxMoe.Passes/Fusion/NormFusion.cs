@@ -9,7 +9,8 @@ namespace OnnxMoe.Passes.Fusion;
 /// ReduceMean over the last axis, Add(eps), Sqrt, Reciprocal, Mul, Cast back, Mul(weight)) into one ONNX-domain
 /// <c>SimplifiedLayerNormalization</c> (ONNX Runtime's RMSNorm kernel; statistics in f32, stash_type 1). Found by the op
 /// chain, not by names: block norms, the final norm and q/k norms alike. The norm's output value keeps its name, so the
-/// structure metadata still finds it. The residual Add before a norm stays (drop-blocks and drop-moe-layers rewire it).
+/// structure metadata still finds it. <see cref="SkipNormFusion"/> then folds the residual Add before a block norm or the final
+/// norm into it.
 /// </summary>
 internal static class NormFusion
 {
@@ -28,7 +29,7 @@ internal static class NormFusion
             // The node takes the scope of the chain's last Mul (e.g. /model/layers.3/post_attention_layernorm/).
             var scope = m.Scale.Name[..(m.Scale.Name.LastIndexOf('/') + 1)];
             var node = new Node("", "SimplifiedLayerNormalization", [m.Input, m.Weight], [y], names.Unique(scope + "SimplifiedLayerNormalization"));
-            node.SetAttribute(Attribute.Int("axis", -1)).SetAttribute(Attribute.Float("epsilon", m.Epsilon)).SetAttribute(Attribute.Int("stash_type", 1));
+            SetAttributes(node, m.Epsilon);
             s.Graph.InsertBefore(m.Scale, node);
             output.ReplaceAllUsesWith(y);
             // The structure names the final norm by its first node (input 0 = the last block's output): now the fused node.
@@ -43,6 +44,10 @@ internal static class NormFusion
         }
         return fused;
     }
+
+    /// <summary>The last axis, <paramref name="epsilon"/>, f32 statistics.</summary>
+    public static void SetAttributes(Node norm, float epsilon) =>
+        norm.SetAttribute(Attribute.Int("axis", -1)).SetAttribute(Attribute.Float("epsilon", epsilon)).SetAttribute(Attribute.Int("stash_type", 1));
 
     /// <summary>A matched chain: its input, weight and epsilon, its first node (the f32 Cast, or the square) and its last (the weight Mul).</summary>
     private sealed record Chain(Value Input, Value Weight, float Epsilon, Node First, Node Scale);

@@ -78,7 +78,8 @@ public sealed class QuantizeInt4Pass : Pass
             IReadOnlyDictionary<string, AwqWeightScaling> scaling;
             try
             {
-                scaling = awq.Calibrate(model, options, search, context);
+                // Calibration runs block regions cut at block inputs, which fused skip norms would straddle.
+                scaling = Fusion.SkipNormFusion.WithResidualAdds(model, Name, () => awq.Calibrate(model, options, search, context));
             }
             catch (UserErrorException e) when (e is not PassException)
             {

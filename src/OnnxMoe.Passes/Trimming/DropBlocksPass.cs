@@ -26,7 +26,7 @@ public sealed class DropBlocksPass : TrimmingPass
     {
     }
 
-    public override PassResult Run(Model model, PassContext context)
+    protected override PassResult Trim(Model model, PassContext context)
     {
         var counters = new CounterSet();
         var surgery = new DecoderSurgery(model, Name, counters);

@@ -22,7 +22,7 @@ public sealed class DropMoeLayersPass : TrimmingPass
     {
     }
 
-    public override PassResult Run(Model model, PassContext context)
+    protected override PassResult Trim(Model model, PassContext context)
     {
         var counters = new CounterSet();
         var surgery = new DecoderSurgery(model, Name, counters);

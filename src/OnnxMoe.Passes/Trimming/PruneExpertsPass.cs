@@ -36,7 +36,7 @@ public sealed class PruneExpertsPass : TrimmingPass
 
     private bool IsGlobal => Options.GetString("mode") == Global;
 
-    public override PassResult Run(Model model, PassContext context)
+    protected override PassResult Trim(Model model, PassContext context)
     {
         var counters = new CounterSet();
         var surgery = new DecoderSurgery(model, Name, counters);

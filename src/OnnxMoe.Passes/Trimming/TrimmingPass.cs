@@ -51,5 +51,11 @@ public abstract class TrimmingPass : Pass
     /// <summary>Result after edits: changed when any counter moved.</summary>
     protected static PassResult Done(CounterSet counters) => PassResult.From(counters.Any, counters);
 
-    public abstract override PassResult Run(Model model, PassContext context);
+    /// <summary>Runs <see cref="Trim"/> on the standard residual Adds: scores cut the graph at block inputs and the edits rewire
+    /// residual Adds, and a fused SkipSimplifiedLayerNormalization holds one block's last residual Add and the next block's norm.</summary>
+    public sealed override PassResult Run(Model model, PassContext context) =>
+        Fusion.SkipNormFusion.WithResidualAdds(model, Name, () => Trim(model, context));
+
+    /// <summary>The pass proper, on a model whose residual Adds are plain Adds.</summary>
+    protected abstract PassResult Trim(Model model, PassContext context);
 }

@@ -81,7 +81,7 @@ public sealed class CompileJobTests : IDisposable
         Assert.Empty(Directory.GetDirectories(_dir, ".*"));
         var report = CompileReport.FromJson(File.ReadAllText(Path.Combine(output, "compile_report.json")));
         // The default compile ends with pass fuse (fused MoE and attention ops), so the golden check below covers the fused form.
-        Assert.Equal("fuse{moe=quantized,attention=true,norm=true}", report.Pipeline);
+        Assert.Equal("fuse{moe=quantized,attention=true,norm=true,skip-norm=true}", report.Pipeline);
         Assert.Equal(report.Parameters.Total, report.Parameters.Embedding + report.Parameters.Attention + report.Parameters.Norms + report.Parameters.Router
             + report.Parameters.RoutedExperts + report.Parameters.SharedExperts + report.Parameters.DenseMlp + report.Parameters.LmHead);
         Assert.True(report.Parameters.RoutedExperts > 0);
