@@ -57,8 +57,9 @@ internal static class AnalyzeCommand
                         Progress = p => advance(p.SamplesDone, p.SamplesTotal, p.Stage), Log = Console.Error.WriteLine,
                     });
                     var scores = calibration.Scores;
-                    Console.Error.WriteLine($"scoring on {scores.Windows.Count} samples x {scores.Windows.Length} tokens from {corpus.Source}");
-                    return Analyzer.Run(model, scores, PassRegistry.CreateDefault(), names);
+                    var analysis = Analyzer.Run(model, scores, PassRegistry.CreateDefault(), names);
+                    if (scores.Windows is { } w) Console.Error.WriteLine($"scored on {w.Count} samples x {w.Length} tokens from {corpus.Source}");
+                    return analysis;
                 });
                 if (parse.GetValue(json)) Console.WriteLine(report.ToJson());
                 else

@@ -75,7 +75,14 @@ public sealed class OrtRegionRunner : IRegionRunner, IDisposable
     /// <summary>Half the memory this process may use (the machine's, or a container's limit), at least 256 MiB.</summary>
     public static long DefaultMemoryBudget() => Math.Max(256L << 20, GC.GetGCMemoryInfo().TotalAvailableMemoryBytes / 2);
 
-    public CalibrationWindows Windows(int samples, int seqLen) => Corpus.Windows(samples, seqLen, Options.Log);
+    public CalibrationWindows Windows(int samples, int seqLen, DecoderStructure s)
+    {
+        if (s.MaxPositionEmbeddings > 0 && seqLen > s.MaxPositionEmbeddings && _cutNoted.Add(seqLen))
+            Options.Log?.Invoke($"calibration: seq-len {seqLen} is past the model's context (max_position_embeddings {s.MaxPositionEmbeddings}); windows of {s.MaxPositionEmbeddings} tokens");
+        return Corpus.Windows(samples, s.MaxPositionEmbeddings > 0 ? Math.Min(seqLen, s.MaxPositionEmbeddings) : seqLen, Options.Log);
+    }
+
+    private readonly HashSet<int> _cutNoted = new();
 
     public IHiddenStates Embed(Model model, DecoderStructure s, CalibrationWindows windows, CancellationToken cancellation = default)
     {

@@ -14,8 +14,9 @@ namespace OnnxMoe.Passes.Calibration;
 public interface IRegionRunner
 {
     /// <summary><paramref name="samples"/> consecutive windows of <paramref name="seqLen"/> tokens of the calibration corpus (fewer, with a
-    /// note, when the corpus holds fewer).</summary>
-    CalibrationWindows Windows(int samples, int seqLen);
+    /// note, when the corpus holds fewer). Windows never run past the model's context (<paramref name="s"/>'s max_position_embeddings):
+    /// a longer seq-len is cut to it, with a note, so calibration sees only positions the model was trained for.</summary>
+    CalibrationWindows Windows(int samples, int seqLen, DecoderStructure s);
 
     /// <summary>The block-sequential executor's first step: the embedding region (decoder inputs -> the residual stream entering the
     /// first block) on every window; the caller owns the states.</summary>

@@ -34,9 +34,17 @@ public static class BlockQuantizer
         if (values.Length == 0 || values.Length > format.BlockSize)
             throw new ArgumentException($"a block holds 1..{format.BlockSize} values, got {values.Length}");
         if (codes.Length != values.Length) throw new ArgumentException("codes must have one byte per value");
-        if (!(clip > 0)) throw new ArgumentException($"clip {clip} must be positive");
-
         Span<float> work = stackalloc float[values.Length];
+        var p = Codes(values, work, format, scaleType, clip);
+        TensorPrimitives.ConvertToInteger<float, byte>(work, codes);
+        return p;
+    }
+
+    /// <summary>The block's parameters, and its codes as floats in <paramref name="work"/> (the block's length): the one place the
+    /// rounding rules live, shared by <see cref="QuantizeBlock"/> and <see cref="FakeQuantize"/>.</summary>
+    private static BlockParameters Codes(ReadOnlySpan<float> values, Span<float> work, BlockQuantFormat format, DataType scaleType, float clip)
+    {
+        if (!(clip > 0)) throw new ArgumentException($"clip {clip} must be positive");
         if (float.IsPositiveInfinity(clip)) values.CopyTo(work);
         else TensorPrimitives.Clamp(values, -clip, clip, work);
 
@@ -62,7 +70,6 @@ public static class BlockQuantizer
         TensorPrimitives.Round(work, work);
         TensorPrimitives.Add(work, (float)zero, work);
         TensorPrimitives.Clamp(work, 0f, format.MaxCode, work);
-        TensorPrimitives.ConvertToInteger<float, byte>(work, codes);
         return new BlockParameters(scale, zero);
     }
 
@@ -148,7 +155,38 @@ public static class BlockQuantizer
         DataType scaleType = DataType.Float, ReadOnlySpan<float> clipMax = default)
     {
         if (destinationNK.Length != weightNK.Length) throw new ArgumentException("destination must match the weight's size");
-        Dequantize(Quantize(weightNK, n, k, format, scaleType, clipMax)).CopyTo(destinationNK);
+        if (n <= 0 || k <= 0) throw new ArgumentException($"weight shape [K={k}, N={n}] must be positive");
+        if (weightNK.Length != (long)n * k) throw new ArgumentException($"weight holds {weightNK.Length} values, [N={n}, K={k}] needs {(long)n * k}");
+        int blocks = format.BlockCount(k);
+        if (!clipMax.IsEmpty && clipMax.Length != (long)n * blocks)
+            throw new ArgumentException($"clip values hold {clipMax.Length} entries, [N={n}, k_blocks={blocks}] needs {(long)n * blocks}");
+        _ = QuantizedWeight.EncodeScales([], scaleType);
+        // The values Dequantize(Quantize(W)) gives, (code - zero) * scale with the same f32 operations, without the packed codes
+        // (a scale or clip search calls this for every trial). Each block is read whole before it is written, so W may alias the destination.
+        unsafe
+        {
+            fixed (float* wp = weightNK)
+            fixed (float* dp = destinationNK)
+            fixed (float* cp = clipMax)
+            {
+                float* wPtr = wp, dPtr = dp, cPtr = cp;
+                bool clipped = !clipMax.IsEmpty;
+                ForEachRow(n, k, row =>
+                {
+                    Span<float> work = stackalloc float[format.BlockSize];
+                    for (int b = 0; b < blocks; b++)
+                    {
+                        int start = b * format.BlockSize;
+                        int len = Math.Min(format.BlockSize, k - start);
+                        float clip = clipped ? cPtr[(long)row * blocks + b] : float.PositiveInfinity;
+                        var codes = work[..len];
+                        var p = Codes(new ReadOnlySpan<float>(wPtr + (long)row * k + start, len), codes, format, scaleType, clip);
+                        TensorPrimitives.Subtract(codes, p.ZeroPoint, codes);
+                        TensorPrimitives.Multiply(codes, p.Scale, new Span<float>(dPtr + (long)row * k + start, len));
+                    }
+                });
+            }
+        }
     }
 
     /// <summary>Runs <paramref name="body"/> for each row, in parallel when the matrix is large enough to pay for it.</summary>

@@ -16,23 +16,28 @@ namespace OnnxMoe.Passes.Trimming;
 public sealed class TrimmingScorer : ICalibrationScores
 {
     private readonly BlockStateCache _states;
-    private readonly Lazy<CalibrationWindows> _windows;
+    private readonly int _samples, _seqLen;
+    private CalibrationWindows? _windows;
     private readonly Dictionary<string, BlockSums> _blockSums = new(StringComparer.Ordinal);
 
     /// <param name="states">The compile's block states (shared with AWQ and other consumers).</param>
-    /// <param name="samples">Windows: the recipe's samples x seq-len, cut when first measured.</param>
+    /// <param name="samples">Windows: the recipe's samples x seq-len (at most the model's context), cut when first measured.</param>
     public TrimmingScorer(BlockStateCache states, int samples, int seqLen)
     {
         _states = states;
-        _windows = new(() => states.Runner.Windows(samples, seqLen));
+        _samples = samples;
+        _seqLen = seqLen;
     }
 
-    public CalibrationWindows Windows => _windows.Value;
+    /// <summary>The windows scores were measured on; null before the first measurement.</summary>
+    public CalibrationWindows? Windows => _windows;
+
+    private CalibrationWindows WindowsFor(DecoderStructure s) => _windows ??= _states.Runner.Windows(_samples, _seqLen, s);
 
     public TrimmingScores Measure(Model model, IReadOnlyList<int> consecutiveRuns, CancellationToken cancellationToken = default)
     {
         var s = DecoderStructure.Read(model);
-        var w = Windows;
+        var w = WindowsFor(s);
         var keys = _states.ChainKeys(model, s, w);
         var routing = new SortedDictionary<int, double[]>();
         var moe = new SortedDictionary<int, double>();
@@ -135,7 +140,7 @@ public sealed class TrimmingScorer : ICalibrationScores
             for (int c = 0; c < m.Length; c++) m[c] = kept.Contains(moe.ExpertIds[c]) ? 0f : float.NegativeInfinity;
             return m;
         }).ToList();
-        var w = Windows;
+        var w = WindowsFor(s);
         var keys = _states.ChainKeys(model, s, w);
         var input = _states.InputOf(model, s, p, w, keys, cancellationToken);
         using var moeLayer = _states.Runner.Open(MoeLayerModel.Extract(model, s, layer), "moe");

@@ -68,6 +68,6 @@ public sealed class AwqOptionTests : IDisposable
     public void MissingCalibrationTextNamesTheFile()
     {
         var missing = Path.Combine(_dir, "missing.txt");
-        Assert.Contains("missing.txt", Assert.Throws<OnnxMoe.Ir.UserErrorException>(() => AwqTestModels.Core(AwqTestModels.MixtralTokenizer, AwqTestModels.SmallOptions(), missing).Windows(1, 16)).Message);
+        Assert.Contains("missing.txt", Assert.Throws<OnnxMoe.Ir.UserErrorException>(() => AwqTestModels.Core(AwqTestModels.MixtralTokenizer, AwqTestModels.SmallOptions(), missing).Corpus.TokenCount).Message);
     }
 }

@@ -215,15 +215,28 @@ public class BlockQuantizerTests
         }
     }
 
-    [Fact]
-    public void Fake_quantize_equals_dequantized_quantize()
+    [Theory]
+    [InlineData(4, 32, false, DataType.Float, false)]
+    [InlineData(4, 16, true, DataType.Float16, false)]
+    [InlineData(8, 32, false, DataType.BFloat16, true)]
+    [InlineData(4, 64, true, DataType.Float, true)]
+    public void Fake_quantize_equals_dequantized_quantize(int bits, int blockSize, bool symmetric, DataType scaleType, bool clipped)
     {
-        var w = ScalarReference.RandomWeight(new Random(3), 70, 5);
-        var t = ScalarReference.Transpose(w, 70, 5);
-        var f = new BlockQuantFormat(4, 32);
-        var fake = new float[t.Length];
-        BlockQuantizer.FakeQuantize(t, 5, 70, f, fake);
-        Assert.Equal(BlockQuantizer.Dequantize(BlockQuantizer.Quantize(t, 5, 70, f)), fake);
+        // 70 columns: the last block is short. Rows big enough (> 2^18 values) to take the parallel path as well.
+        foreach (int n in new[] { 5, 4000 })
+        {
+            var w = ScalarReference.RandomWeight(new Random(3 + n), 70, n);
+            var t = ScalarReference.Transpose(w, 70, n);
+            var f = new BlockQuantFormat(bits, blockSize, symmetric);
+            int blocks = f.BlockCount(70);
+            float[] clip = clipped ? Enumerable.Range(0, n * blocks).Select(i => i % 3 == 0 ? float.PositiveInfinity : 0.05f + i % 5 * 0.01f).ToArray() : [];
+            var expected = BlockQuantizer.Dequantize(BlockQuantizer.Quantize(t, n, 70, f, scaleType, clip));
+            var fake = new float[t.Length];
+            BlockQuantizer.FakeQuantize(t, n, 70, f, fake, scaleType, clip);
+            Assert.Equal(expected, fake);
+            BlockQuantizer.FakeQuantize(t, n, 70, f, t, scaleType, clip);   // in place
+            Assert.Equal(expected, t);
+        }
     }
 
     [Fact]

@@ -79,7 +79,7 @@ public sealed class AwqCalibrator : IAwqCalibration
         var format = quantization.Format;
         var selector = new LinearLayerSelector(quantization.Targets, quantization.Exclude);
         var structure = DecoderStructure.Read(model);
-        var windows = runner.Windows(_options.Samples, _options.SequenceLength);
+        var windows = runner.Windows(_options.Samples, _options.SequenceLength, structure);
         int searchCount = Math.Min(_options.SearchSamples, windows.Count);
 
         var finder = new ScaleGroupFinder(model, selector);
@@ -212,7 +212,8 @@ public sealed class AwqCalibrator : IAwqCalibration
     /// Q(W s) / s, then the winning scales folded. A module whose quantized linears split into parts that add into its output (each
     /// routed expert's ScatterND update, a shared expert's Add) runs part by part: each part's trial weights alone are fed to a region
     /// computing only that part's contribution, and the errors are summed into the module's output error, so no trial holds every
-    /// expert's weights at once (the sum is exact: the parts are independent and their contributions add).
+    /// expert's weights at once (the sum is exact: the parts are independent and their contributions add). A module whose trial weights
+    /// take at most a quarter of <see cref="IRegionRunner.LargeBlockBytes"/> as f32 runs whole, one region run per trial and batch.
     /// </summary>
     private AwqGroupReport? SearchAndFold(IRegionRunner regionRunner, Model model, DecoderStructure structure, ScaleGroup group, ActivationRecord record, CalibrationWindows windows, int searchCount,
         BlockQuantFormat format, Dictionary<Node, float[]> inputScales, CancellationToken cancellation)
@@ -227,7 +228,9 @@ public sealed class AwqCalibrator : IAwqCalibration
         var weights = group.Quantized.Select(n => n.Inputs[1]!).ToList();
         var weightType = weights[0].ConstValue!.DataType;
         var wMean = _options.DuoScaling ? WeightChannelMeans(weights, channels, format.BlockSize) : null;
-        var parts = ModuleParts.Split(model, group);
+        // A module whose trial weights are small runs whole (one run per trial instead of one per expert); a large one part by part.
+        long trialBytes = weights.Sum(w => w.ConstValue!.ElementCount * sizeof(float));
+        var parts = trialBytes <= regionRunner.LargeBlockBytes / 4 ? [new ModulePart(weights, group.ModuleOutput, null)] : ModuleParts.Split(model, group);
         var scales = Enumerable.Range(0, _options.GridPoints).Select(r => Scales(xMean, wMean, (double)r / _options.GridPoints)).ToList();
         var losses = new double[_options.GridPoints];
         var buffers = new TrialBuffers();
