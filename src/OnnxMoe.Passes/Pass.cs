@@ -12,6 +12,8 @@ public sealed class PassInfo
     public PassInfo(string name, string summary, params PassOption[] options)
     {
         if (!IsKebabCase(name)) throw new ArgumentException($"pass name '{name}' is not kebab-case");
+        // A handle declared below the Info field that lists it is still null when Info is built.
+        if (options.Any(o => o is null)) throw new ArgumentException($"pass {name} lists an option that is not yet declared (declare option fields before Info)");
         var dup = options.GroupBy(o => o.Name).FirstOrDefault(g => g.Count() > 1);
         if (dup != null) throw new ArgumentException($"pass {name} declares option '{dup.Key}' twice");
         Name = name;
@@ -23,7 +25,11 @@ public sealed class PassInfo
     public string Summary { get; }
     public IReadOnlyList<PassOption> Options { get; }
 
+    /// <summary>The declaration named <paramref name="name"/>, for readers of option names from text (pipelines, recipes).</summary>
     public PassOption? FindOption(string name) => Options.FirstOrDefault(o => o.Name == name);
+
+    /// <summary>True when <paramref name="option"/> is one of this pass's declarations (the same object, not just the same name).</summary>
+    public bool Declares(PassOption option) => Options.Contains(option);
 
     /// <summary>Multi-line help: name, summary, one line per option.</summary>
     public string Describe()
@@ -49,8 +55,9 @@ public sealed class PassInfo
 /// of range for this model) are thrown as <see cref="PassException"/>.
 /// </summary>
 /// <remarks>
-/// To add a pass: derive, declare <c>public static readonly PassInfo Info</c>, give a public
-/// constructor taking <see cref="PassOptions"/> and pass both to the base. Passes in the
+/// To add a pass: derive, declare each option as a <c>public static readonly PassOption&lt;T&gt;</c> and then
+/// <c>public static readonly PassInfo Info</c> listing them, give a public constructor taking <see cref="PassOptions"/>
+/// and pass both to the base; read options with <c>Options.Get(handle)</c>. Passes in the
 /// OnnxMoe.Passes assembly are found by <see cref="PassRegistry.CreateDefault"/>; others call
 /// <see cref="PassRegistry.Register{TPass}"/>.
 /// </remarks>

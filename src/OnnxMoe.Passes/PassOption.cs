@@ -80,13 +80,14 @@ public readonly record struct PassCount
 }
 
 /// <summary>
-/// Declaration of one typed pass option. <see cref="Default"/> null means "unset unless given"
+/// Declaration of one pass option, as the parser, the printer and help text see it; a pass reads its value through the
+/// typed handle <see cref="PassOption{T}"/> the factories return. <see cref="Default"/> null means "unset unless given"
 /// (the pass decides what absence means, e.g. <c>blocks</c> vs <c>n</c>). Values are typed as:
 /// Int int, Float double, Bool bool, String string, IntList int[], PairList IntPair[], Count PassCount.
 /// </summary>
-public sealed class PassOption
+public abstract class PassOption
 {
-    private PassOption(string name, OptionType type, object? defaultValue, string help, IReadOnlyList<string>? choices)
+    private protected PassOption(string name, OptionType type, object? defaultValue, string help, IReadOnlyList<string>? choices)
     {
         if (!PassInfo.IsKebabCase(name)) throw new ArgumentException($"option name '{name}' is not kebab-case");
         Name = name;
@@ -105,14 +106,14 @@ public sealed class PassOption
     /// <summary>For string options: the only accepted values, or null for any string.</summary>
     public IReadOnlyList<string>? Choices { get; }
 
-    public static PassOption Int(string name, int? defaultValue, string help) => new(name, OptionType.Int, defaultValue, help, null);
-    public static PassOption Float(string name, double? defaultValue, string help) => new(name, OptionType.Float, defaultValue, help, null);
-    public static PassOption Bool(string name, bool defaultValue, string help) => new(name, OptionType.Bool, defaultValue, help, null);
-    public static PassOption String(string name, string? defaultValue, string help, params string[] choices) =>
+    public static PassOption<int> Int(string name, int? defaultValue, string help) => new(name, OptionType.Int, defaultValue, help, null);
+    public static PassOption<double> Float(string name, double? defaultValue, string help) => new(name, OptionType.Float, defaultValue, help, null);
+    public static PassOption<bool> Bool(string name, bool defaultValue, string help) => new(name, OptionType.Bool, defaultValue, help, null);
+    public static PassOption<string> String(string name, string? defaultValue, string help, params string[] choices) =>
         new(name, OptionType.String, defaultValue, help, choices.Length == 0 ? null : choices);
-    public static PassOption IntList(string name, string help) => new(name, OptionType.IntList, null, help, null);
-    public static PassOption PairList(string name, string help) => new(name, OptionType.PairList, null, help, null);
-    public static PassOption Count(string name, PassCount? defaultValue, string help) => new(name, OptionType.Count, defaultValue, help, null);
+    public static PassOption<int[]> IntList(string name, string help) => new(name, OptionType.IntList, null, help, null);
+    public static PassOption<IntPair[]> PairList(string name, string help) => new(name, OptionType.PairList, null, help, null);
+    public static PassOption<PassCount> Count(string name, PassCount? defaultValue, string help) => new(name, OptionType.Count, defaultValue, help, null);
 
     /// <summary>Help line: <c>name: type = default  help</c> (choices listed for strings).</summary>
     public string Describe()
@@ -126,6 +127,20 @@ public sealed class PassOption
     }
 
     public override string ToString() => Describe();
+}
+
+/// <summary>
+/// A pass option whose values are <typeparamref name="T"/>: declared once as a static field of the pass, listed in its
+/// <see cref="PassInfo"/>, and the key the pass reads its value with (<see cref="PassOptions.Get{T}"/>). Options are
+/// identified by the declaration object, so a handle reads only the options of a pass that lists it. List values
+/// (int[], IntPair[]) are shared, not copied: treat them as read-only.
+/// </summary>
+public sealed class PassOption<T> : PassOption where T : notnull
+{
+    internal PassOption(string name, OptionType type, object? defaultValue, string help, IReadOnlyList<string>? choices)
+        : base(name, type, defaultValue, help, choices)
+    {
+    }
 }
 
 /// <summary>Parsing, printing and comparing typed option values.</summary>

@@ -1,3 +1,5 @@
+using System.Diagnostics.CodeAnalysis;
+
 namespace OnnxMoe.Passes;
 
 /// <summary>
@@ -20,55 +22,56 @@ public sealed class PassOptions : IEquatable<PassOptions>
     /// <summary>Options of <paramref name="info"/> with every value at its default.</summary>
     public static PassOptions Defaults(PassInfo info) => new(info, new(StringComparer.Ordinal));
 
-    /// <summary>Builds options from (name, typed value) pairs; throws <see cref="ArgumentException"/> naming the pass
-    /// for an unknown name or a value of the wrong type (int for Int, double for Float, int[] for IntList ...).</summary>
-    public static PassOptions Create(PassInfo info, params (string Name, object Value)[] values)
-    {
-        var o = Defaults(info);
-        foreach (var (name, value) in values) o = o.With(name, value);
-        return o;
-    }
+    /// <summary>A copy with <paramref name="option"/> set (a default value clears it).</summary>
+    public PassOptions With<T>(PassOption<T> option, T value) where T : notnull => With((PassOption)option, value);
 
-    /// <summary>A copy with one option set (a default value clears it).</summary>
-    public PassOptions With(string name, object value)
+    /// <summary>A copy with one option set from a value read out of text (a pipeline, a recipe), whose CLR type is checked here:
+    /// throws <see cref="ArgumentException"/> naming the option for a value of the wrong type (int for Int, double for Float,
+    /// int[] for IntList ...) or a string outside its choices. A default value clears the option.</summary>
+    public PassOptions With(PassOption option, object value)
     {
-        var decl = Info.FindOption(name) ?? throw new ArgumentException($"pass {Info.Name} has no option '{name}'");
-        if (value is long l && decl.Type is OptionType.Int && l is >= int.MinValue and <= int.MaxValue) value = (int)l;
-        if (value is int i && decl.Type is OptionType.Float) value = (double)i;
-        if (!OptionValues.HasClrType(decl.Type, value))
-            throw new ArgumentException($"option {Info.Name}.{name} is {decl.Type.Name()}, got a {value.GetType().Name}");
-        if (decl.Choices != null && value is string s && !decl.Choices.Contains(s))
-            throw new ArgumentException($"option {Info.Name}.{name} must be one of {string.Join(", ", decl.Choices)}, got '{s}'");
+        RequireDeclared(option);
+        string name = option.Name;
+        if (value is long l && option.Type is OptionType.Int && l is >= int.MinValue and <= int.MaxValue) value = (int)l;
+        if (value is int i && option.Type is OptionType.Float) value = (double)i;
+        if (!OptionValues.HasClrType(option.Type, value))
+            throw new ArgumentException($"option {Info.Name}.{name} is {option.Type.Name()}, got a {value.GetType().Name}");
+        if (option.Choices != null && value is string s && !option.Choices.Contains(s))
+            throw new ArgumentException($"option {Info.Name}.{name} must be one of {string.Join(", ", option.Choices)}, got '{s}'");
         var copy = new Dictionary<string, object>(_values, StringComparer.Ordinal);
-        if (OptionValues.AreEqual(value, decl.Default)) copy.Remove(name); else copy[name] = value;
+        if (OptionValues.AreEqual(value, option.Default)) copy.Remove(name); else copy[name] = value;
         return new PassOptions(Info, copy);
     }
 
-    /// <summary>True when the option has a value (given, or declared with a non-null default).</summary>
-    public bool Has(string name) => Get(name) != null;
-
     /// <summary>True when the option was given with a value different from its default.</summary>
-    public bool IsExplicit(string name) => _values.ContainsKey(name);
-
-    /// <summary>The value (typed as documented on <see cref="PassOption"/>), the default, or null when unset.</summary>
-    public object? Get(string name)
+    public bool IsExplicit(PassOption option)
     {
-        var decl = Info.FindOption(name) ?? throw new ArgumentException($"pass {Info.Name} has no option '{name}'");
-        return _values.TryGetValue(name, out var v) ? v : decl.Default;
+        RequireDeclared(option);
+        return _values.ContainsKey(option.Name);
     }
 
-    public int GetInt(string name) => Required<int>(name);
-    public double GetFloat(string name) => Required<double>(name);
-    public bool GetBool(string name) => Required<bool>(name);
-    public string GetString(string name) => Required<string>(name);
-    public IReadOnlyList<int> GetIntList(string name) => Required<int[]>(name);
-    public IReadOnlyList<IntPair> GetPairList(string name) => Required<IntPair[]>(name);
-    public PassCount GetCount(string name) => Required<PassCount>(name);
+    /// <summary>The value given, else the default; throws <see cref="PassException"/> when the option has neither.</summary>
+    public T Get<T>(PassOption<T> option) where T : notnull =>
+        TryGet(option, out var value) ? value : throw new PassException(Info.Name, $"option '{option.Name}' is required");
 
-    private T Required<T>(string name)
+    /// <summary>The value given, else the default; false when the option has neither (declared without a default and not given).</summary>
+    public bool TryGet<T>(PassOption<T> option, [MaybeNullWhen(false)] out T value) where T : notnull
     {
-        var v = Get(name) ?? throw new PassException(Info.Name, $"option '{name}' is required");
-        return v is T t ? t : throw new InvalidOperationException($"option {Info.Name}.{name} is {Info.FindOption(name)!.Type.Name()}, not {typeof(T).Name}");
+        RequireDeclared(option);
+        if (ValueOf(option) is { } v)
+        {
+            value = (T)v;
+            return true;
+        }
+        value = default;
+        return false;
+    }
+
+    private object? ValueOf(PassOption option) => _values.TryGetValue(option.Name, out var v) ? v : option.Default;
+
+    private void RequireDeclared(PassOption option)
+    {
+        if (!Info.Declares(option)) throw new ArgumentException($"option '{option.Name}' is not declared by pass {Info.Name}");
     }
 
     /// <summary>(name, value) for each explicit option, in declared order.</summary>
@@ -77,7 +80,7 @@ public sealed class PassOptions : IEquatable<PassOptions>
 
     /// <summary>(name, value) for every option that has a value, defaults included, in declared order.</summary>
     public IEnumerable<(PassOption Option, object Value)> AllValues() =>
-        Info.Options.Select(o => (o, Get(o.Name))).Where(t => t.Item2 != null).Select(t => (t.o, t.Item2!));
+        Info.Options.Select(o => (o, ValueOf(o))).Where(t => t.Item2 != null).Select(t => (t.o, t.Item2!));
 
     /// <summary>Pipeline text of the options without braces, e.g. <c>blocks=3,7,mode=consecutive</c>.</summary>
     public string Format(bool includeDefaults = false) => string.Join(",",

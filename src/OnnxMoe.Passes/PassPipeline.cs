@@ -191,7 +191,7 @@ internal sealed class PipelineParser
             var value = ParseValue(decl, name);
             try
             {
-                options = options.With(optName, value);
+                options = options.With(decl, value);
             }
             catch (ArgumentException e)
             {

@@ -34,7 +34,7 @@ public static class Analyzer
         var runs = new SortedSet<int>();
         foreach (var (_, recipe, _) in recipes)
             foreach (var step in recipe?.Pipeline.Steps ?? [])
-                if (step.Name == DropBlocksPass.Info.Name && step.Options.GetString("mode") == DropBlocksPass.Consecutive && step.Options.Get("n") is PassCount n)
+                if (step.Name == DropBlocksPass.Info.Name && step.Options.Get(DropBlocksPass.Mode) == DropBlocksPass.Consecutive && step.Options.TryGet(DropBlocksPass.N, out var n))
                 {
                     int k = TrimmingSelection.Resolve(n, structure.NumLayers);
                     if (k > 0 && k < structure.NumLayers) runs.Add(k);
@@ -60,21 +60,23 @@ public static class Analyzer
                 {
                     case "drop-blocks":
                         {
-                            var blocks = o.Get("blocks") as int[] ?? DropBlocksPass.Select(structure, o, scores, TrimmingSelection.Resolve(o.GetCount("n"), structure.NumLayers)).ToArray();
+                            var blocks = o.TryGet(DropBlocksPass.Blocks, out var listed) ? listed
+                                : DropBlocksPass.Select(structure, o, scores, TrimmingSelection.Resolve(o.Get(DropBlocksPass.N), structure.NumLayers)).ToArray();
                             removals.AddRange(blocks.Select(b => new Removal(RemovalKind.Block, b, null)));
                             break;
                         }
                     case "drop-moe-layers":
                         {
                             int moeLayers = structure.Blocks.Count(b => b.Ffn is { Kind: FfnKind.Moe });
-                            var layers = o.Get("layers") as int[] ?? DropMoeLayersPass.Select(structure, o, scores, TrimmingSelection.Resolve(o.GetCount("n"), moeLayers)).ToArray();
+                            var layers = o.TryGet(DropMoeLayersPass.Layers, out var listed) ? listed
+                                : DropMoeLayersPass.Select(structure, o, scores, TrimmingSelection.Resolve(o.Get(DropMoeLayersPass.N), moeLayers)).ToArray();
                             removals.AddRange(layers.Select(l => new Removal(RemovalKind.MoeLayer, l, null)));
                             break;
                         }
                     case "prune-experts":
                         {
-                            if (o.Get("experts") is IntPair[] pairs) removals.AddRange(pairs.Select(p => new Removal(RemovalKind.Expert, p.First, p.Second)));
-                            else if (o.GetString("criterion") != PruneExpertsPass.Routing) error = "reconstruction-criterion selection is not previewed (it runs per subset at compile time)";
+                            if (o.TryGet(PruneExpertsPass.Experts, out var pairs)) removals.AddRange(pairs.Select(p => new Removal(RemovalKind.Expert, p.First, p.Second)));
+                            else if (o.Get(PruneExpertsPass.Criterion) != PruneExpertsPass.Routing) error = "reconstruction-criterion selection is not previewed (it runs per subset at compile time)";
                             else
                                 foreach (var (layer, ids) in PruneExpertsPass.Select(structure, o, scores))
                                     removals.AddRange(ids.Select(e => new Removal(RemovalKind.Expert, layer, e)));

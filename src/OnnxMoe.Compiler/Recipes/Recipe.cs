@@ -261,11 +261,11 @@ public static class RecipeLoader
                             : known.Length == 0 ? $" ({passName} takes no options)" : $" (options: {string.Join(", ", known)})";
                         throw new RecipeException(source, ok.Start, $"unknown option '{optName}' for pass {passName}{hint}");
                     }
-                    if (options.IsExplicit(optName)) throw new RecipeException(source, ok.Start, $"option '{optName}' of {passName} is given twice");
+                    if (options.IsExplicit(decl)) throw new RecipeException(source, ok.Start, $"option '{optName}' of {passName} is given twice");
                     var value = OptionValue(decl, ov, source, passName);
                     try
                     {
-                        options = options.With(optName, value);
+                        options = options.With(decl, value);
                     }
                     catch (ArgumentException e)
                     {

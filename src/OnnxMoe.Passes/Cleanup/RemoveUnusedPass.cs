@@ -10,9 +10,10 @@ namespace OnnxMoe.Passes.Cleanup;
 /// </summary>
 public sealed class RemoveUnusedPass : Pass
 {
+    public static readonly PassOption<bool> Inputs = PassOption.Bool("inputs", false, "also remove main-graph inputs that nothing reads");
+
     public static readonly PassInfo Info = new("remove-unused",
-        "Removes dead nodes and unused initializers (and unused graph inputs with inputs=true).",
-        PassOption.Bool("inputs", false, "also remove main-graph inputs that nothing reads"));
+        "Removes dead nodes and unused initializers (and unused graph inputs with inputs=true).", Inputs);
 
     public RemoveUnusedPass(PassOptions options) : base(Info, options)
     {
@@ -21,7 +22,7 @@ public sealed class RemoveUnusedPass : Pass
     public override PassResult Run(Model model, PassContext context)
     {
         var counters = new CounterSet();
-        Clean(model.Graph, Options.GetBool("inputs"), counters);
+        Clean(model.Graph, Options.Get(Inputs), counters);
         foreach (var f in model.Functions) Clean(f.Body, removeInputs: false, counters);
         return PassResult.From(counters.Any, counters);
     }

@@ -16,19 +16,23 @@ namespace OnnxMoe.Passes.Fusion;
 /// </summary>
 public sealed class FusePass : Pass
 {
-    public static readonly PassInfo Info = new("fuse",
-        "Rewrites MoE layers into com.microsoft MoE / QMoE, attention into RotaryEmbedding + GroupQueryAttention, RMSNorms into SimplifiedLayerNormalization " +
-        "or, with the residual Add before them, SkipSimplifiedLayerNormalization (run it last).",
-        PassOption.String("moe", Quantized, "quantized: MatMulNBits experts into one QMoE node per layer (measured faster on CPU); all: float experts into MoE " +
-            "too (ORT's CPU MoE kernel measured 0.9x decode, 0.6x prefill of the standard form in fp32); off", Quantized, All, Off),
-        PassOption.Bool("attention", true, "fuse RoPE, the KV cache and attention into RotaryEmbedding + GroupQueryAttention (KV cache shareable as one buffer)"),
-        PassOption.Bool("norm", true, "fuse each RMSNorm chain into one SimplifiedLayerNormalization"),
-        PassOption.Bool("skip-norm", true, "fold each residual Add and the norm reading its sum (block norms, final norm) into one com.microsoft " +
-            "SkipSimplifiedLayerNormalization (output 3 = the residual sum); f32 graphs only, needs norm"));
-
     public const string Quantized = "quantized";
     public const string All = "all";
     public const string Off = "off";
+
+    public static readonly PassOption<string> Moe = PassOption.String("moe", Quantized, "quantized: MatMulNBits experts into one QMoE node per layer " +
+        "(measured faster on CPU); all: float experts into MoE too (ORT's CPU MoE kernel measured 0.9x decode, 0.6x prefill of the standard form in fp32); off",
+        Quantized, All, Off);
+    public static readonly PassOption<bool> Attention = PassOption.Bool("attention", true,
+        "fuse RoPE, the KV cache and attention into RotaryEmbedding + GroupQueryAttention (KV cache shareable as one buffer)");
+    public static readonly PassOption<bool> Norm = PassOption.Bool("norm", true, "fuse each RMSNorm chain into one SimplifiedLayerNormalization");
+    public static readonly PassOption<bool> SkipNorm = PassOption.Bool("skip-norm", true, "fold each residual Add and the norm reading its sum " +
+        "(block norms, final norm) into one com.microsoft SkipSimplifiedLayerNormalization (output 3 = the residual sum); f32 graphs only, needs norm");
+
+    public static readonly PassInfo Info = new("fuse",
+        "Rewrites MoE layers into com.microsoft MoE / QMoE, attention into RotaryEmbedding + GroupQueryAttention, RMSNorms into SimplifiedLayerNormalization " +
+        "or, with the residual Add before them, SkipSimplifiedLayerNormalization (run it last).",
+        Moe, Attention, Norm, SkipNorm);
 
     public FusePass(PassOptions options) : base(Info, options)
     {
@@ -38,7 +42,7 @@ public sealed class FusePass : Pass
     {
         var counters = new CounterSet();
         var surgery = new DecoderSurgery(model, Name, counters);
-        if (Options.GetString("moe") is var moe and not Off)
+        if (Options.Get(Moe) is var moe and not Off)
         {
             foreach (var block in surgery.MoeBlocks.Where(b => b.Ffn!.Moe!.FusedNode == null).ToList())
             {
@@ -48,7 +52,7 @@ public sealed class FusePass : Pass
                 context.Info($"{Name}: layer {block.Index} keeps standard ops: {why}");
             }
         }
-        if (Options.GetBool("attention"))
+        if (Options.Get(Attention))
         {
             var fusion = new AttentionFusion(surgery);
             var blocks = surgery.Structure.Blocks.Where(b => b.Attention.FusedNode == null).ToList();
@@ -70,8 +74,8 @@ public sealed class FusePass : Pass
                 fusion.Finish();
             }
         }
-        if (Options.GetBool("norm")) NormFusion.Run(surgery);
-        if (Options.GetBool("skip-norm") && SkipNormFusion.Fuse(surgery) == 0 && surgery.Structure.ComputeType != "f32")
+        if (Options.Get(Norm)) NormFusion.Run(surgery);
+        if (Options.Get(SkipNorm) && SkipNormFusion.Fuse(surgery) == 0 && surgery.Structure.ComputeType != "f32")
             context.Info($"{Name}: the {surgery.Structure.ComputeType} graph keeps its residual Adds (skip-norm fuses f32 graphs only)");
         if (!counters.Any) return PassResult.Unchanged;
         if (model.GetOpset(MoeFusion.Domain) == null) model.SetOpset(MoeFusion.Domain, 1);

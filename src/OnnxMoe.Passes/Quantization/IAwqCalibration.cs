@@ -14,12 +14,14 @@ public interface IAwqCalibration
     IReadOnlyDictionary<string, AwqWeightScaling> Calibrate(Model model, QuantizeInt4Options options, AwqSearchSettings search, PassContext context);
 }
 
-/// <summary>AWQ search settings that are pass options (calibration data comes from the service).</summary>
+/// <summary>AWQ search settings that are pass options (calibration data comes from the service); their defaults are the
+/// options' (<see cref="QuantizeInt4Pass.Grid"/>, <see cref="QuantizeInt4Pass.DuoScaling"/>, <see cref="QuantizeInt4Pass.Clip"/>,
+/// <see cref="QuantizeInt4Pass.Sequential"/>).</summary>
 /// <param name="GridPoints">Scale ratios tried (AWQ: 20).</param>
 /// <param name="DuoScaling">s = xbar^a / (wbar^(1-a) + 1e-4) instead of xbar^a.</param>
 /// <param name="ClipSearch">Run the per-row-per-block clip search.</param>
 /// <param name="Sequential">What each decoder block's successor calibrates on.</param>
-public sealed record AwqSearchSettings(int GridPoints = 20, bool DuoScaling = false, bool ClipSearch = true, AwqSequential Sequential = AwqSequential.Float);
+public sealed record AwqSearchSettings(int GridPoints, bool DuoScaling, bool ClipSearch, AwqSequential Sequential);
 
 /// <summary>What AWQ hands from one decoder block to the next, whose statistics and searches then run on it.</summary>
 public enum AwqSequential

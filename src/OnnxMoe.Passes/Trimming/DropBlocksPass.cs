@@ -15,12 +15,15 @@ public sealed class DropBlocksPass : TrimmingPass
     public const string Discrete = "discrete";
     public const string Consecutive = "consecutive";
 
+    public static readonly PassOption<int[]> Blocks = PassOption.IntList("blocks", "layer indices of the blocks to remove, e.g. 3,7");
+    public static readonly PassOption<PassCount> N = PassOption.Count("n", null,
+        "how many blocks to remove, chosen by cos(block input, block output): 4 or 25% of the blocks");
+    public static readonly PassOption<string> Mode = PassOption.String("mode", Discrete,
+        "discrete: the n most similar blocks; consecutive: the most similar run of n adjacent blocks", Discrete, Consecutive);
+
     public static readonly PassInfo Info = new("drop-blocks",
         "Removes whole decoder blocks and their KV cache (explicit, or the most redundant by calibration).",
-        PassOption.IntList("blocks", "layer indices of the blocks to remove, e.g. 3,7"),
-        PassOption.Count("n", null, "how many blocks to remove, chosen by cos(block input, block output): 4 or 25% of the blocks"),
-        PassOption.String("mode", Discrete, "discrete: the n most similar blocks; consecutive: the most similar run of n adjacent blocks", Discrete, Consecutive),
-        SelectionOption());
+        Blocks, N, Mode, Selection);
 
     public DropBlocksPass(PassOptions options) : base(Info, options)
     {
@@ -31,8 +34,8 @@ public sealed class DropBlocksPass : TrimmingPass
         var counters = new CounterSet();
         var surgery = new DecoderSurgery(model, Name, counters);
         var s = surgery.Structure;
-        var (list, count) = ListOrCount<int[]>("blocks", "n");
-        bool consecutive = Options.GetString("mode") == Consecutive;
+        var (list, count) = ListOrCount(Blocks, N);
+        bool consecutive = Options.Get(Mode) == Consecutive;
         List<int> chosen;
         if (list != null)
         {
@@ -81,7 +84,7 @@ public sealed class DropBlocksPass : TrimmingPass
     public static List<int> Select(DecoderStructure structure, PassOptions options, TrimmingScores scores, int n)
     {
         if (n == 0) return [];
-        if (options.GetString("mode") == Consecutive)
+        if (options.Get(Mode) == Consecutive)
         {
             if (!scores.ConsecutiveSimilarity.TryGetValue(n, out var runs))
                 throw new InvalidOperationException($"scores lack consecutive-run similarities for runs of {n}");

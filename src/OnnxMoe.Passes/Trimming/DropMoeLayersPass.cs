@@ -11,12 +11,14 @@ namespace OnnxMoe.Passes.Trimming;
 /// </summary>
 public sealed class DropMoeLayersPass : TrimmingPass
 {
+    public static readonly PassOption<int[]> Layers = PassOption.IntList("layers", "layer indices of the MoE sub-layers to remove, e.g. 3,7");
+    public static readonly PassOption<PassCount> N = PassOption.Count("n", null,
+        "how many MoE sub-layers to remove, chosen by calibration: 4 or 25% of the MoE layers");
+    public static readonly PassOption<bool> Norm = PassOption.Bool("norm", true, "score cos(h, h + MoE(Norm(h))); false: cos(Norm(h), MoE(Norm(h)))");
+
     public static readonly PassInfo Info = new("drop-moe-layers",
         "Removes MoE sub-layers and their post-attention norm (explicit, or the most redundant by calibration).",
-        PassOption.IntList("layers", "layer indices of the MoE sub-layers to remove, e.g. 3,7"),
-        PassOption.Count("n", null, "how many MoE sub-layers to remove, chosen by calibration: 4 or 25% of the MoE layers"),
-        PassOption.Bool("norm", true, "score cos(h, h + MoE(Norm(h))); false: cos(Norm(h), MoE(Norm(h)))"),
-        SelectionOption());
+        Layers, N, Norm, Selection);
 
     public DropMoeLayersPass(PassOptions options) : base(Info, options)
     {
@@ -26,7 +28,7 @@ public sealed class DropMoeLayersPass : TrimmingPass
     {
         var counters = new CounterSet();
         var surgery = new DecoderSurgery(model, Name, counters);
-        var (list, count) = ListOrCount<int[]>("layers", "n");
+        var (list, count) = ListOrCount(Layers, N);
         List<int> chosen;
         if (list != null)
         {
@@ -64,7 +66,7 @@ public sealed class DropMoeLayersPass : TrimmingPass
     /// <summary>One-shot choice of <paramref name="n"/> MoE layers (layer indices, ascending).</summary>
     public static List<int> Select(DecoderStructure structure, PassOptions options, TrimmingScores scores, int n)
     {
-        var similarity = options.GetBool("norm") ? scores.MoeSimilarity : scores.MoeSimilarityNoNorm;
+        var similarity = options.Get(Norm) ? scores.MoeSimilarity : scores.MoeSimilarityNoNorm;
         var candidates = structure.Blocks.Where(b => b.Ffn is { Kind: FfnKind.Moe }).Select(b => b.Index);
         return TrimmingSelection.MostSimilar(similarity, candidates, n).ToList();
     }

@@ -20,28 +20,32 @@ public sealed class PruneExpertsPass : TrimmingPass
     public const string Routing = "routing";
     public const string Reconstruction = "reconstruction";
 
+    public static readonly PassOption<PassCount> Keep = PassOption.Count("keep", null, "routed experts to keep per layer: 6 or 75% (global: on average)");
+    public static readonly PassOption<string> Mode = PassOption.String("mode", Layerwise,
+        "layerwise: keep the same number in every layer; global: drop the lowest scores across layers", Layerwise, Global);
+    public static readonly PassOption<IntPair[]> Experts = PassOption.PairList("experts",
+        "explicit layer:expert pairs to remove (original expert ids), e.g. 1:0,2:3");
+    public static readonly PassOption<string> Criterion = PassOption.String("criterion", Routing,
+        "routing: accumulated routing weight; reconstruction: MoE output error of the kept subset (layerwise only)", Routing, Reconstruction);
+    public static readonly PassOption<int> MaxSubsets = PassOption.Int("max-subsets", 5000,
+        "reconstruction: enumerate every kept subset of a layer when there are at most this many, else choose greedily");
+
     public static readonly PassInfo Info = new("prune-experts",
         "Removes routed experts and their router columns (explicit, or the least used by calibration).",
-        PassOption.Count("keep", null, "routed experts to keep per layer: 6 or 75% (global: on average)"),
-        PassOption.String("mode", Layerwise, "layerwise: keep the same number in every layer; global: drop the lowest scores across layers", Layerwise, Global),
-        PassOption.PairList("experts", "explicit layer:expert pairs to remove (original expert ids), e.g. 1:0,2:3"),
-        PassOption.String("criterion", Routing, "routing: accumulated routing weight; reconstruction: MoE output error of the kept subset (layerwise only)",
-            Routing, Reconstruction),
-        SelectionOption(),
-        PassOption.Int("max-subsets", 5000, "reconstruction: enumerate every kept subset of a layer when there are at most this many, else choose greedily"));
+        Keep, Mode, Experts, Criterion, Selection, MaxSubsets);
 
     public PruneExpertsPass(PassOptions options) : base(Info, options)
     {
     }
 
-    private bool IsGlobal => Options.GetString("mode") == Global;
+    private bool IsGlobal => Options.Get(Mode) == Global;
 
     protected override PassResult Trim(Model model, PassContext context)
     {
         var counters = new CounterSet();
         var surgery = new DecoderSurgery(model, Name, counters);
         Fusion.FusePass.RequireStandardForm(surgery.Structure, Name);
-        var (pairs, keep) = ListOrCount<IntPair[]>("experts", "keep");
+        var (pairs, keep) = ListOrCount(Experts, Keep);
         if (pairs != null)
         {
             Apply(surgery, context, ValidatePairs(surgery, pairs));
@@ -55,7 +59,7 @@ public sealed class PruneExpertsPass : TrimmingPass
             throw Error($"keep={k} but the model's MoE layers have {counts.Average().ToString("0.##", System.Globalization.CultureInfo.InvariantCulture)} routed experts on average; mode=global keeps fewer than that");
         if (!k.IsPercent && k.Amount > counts.Max())
             throw Error($"keep={k} but the model's MoE layers have at most {counts.Max()} routed experts");
-        bool reconstruction = Options.GetString("criterion") == Reconstruction;
+        bool reconstruction = Options.Get(Criterion) == Reconstruction;
         if (reconstruction && IsGlobal) throw Error("criterion=reconstruction chooses the kept experts per layer: use it with mode=layerwise");
         var scorer = Scorer(context);
         if (reconstruction)
@@ -98,9 +102,9 @@ public sealed class PruneExpertsPass : TrimmingPass
     /// <summary>One-shot routing-score choice: removed experts (original ids) per layer index.</summary>
     public static SortedDictionary<int, List<int>> Select(DecoderStructure structure, PassOptions options, TrimmingScores scores)
     {
-        var keep = options.GetCount("keep");
+        var keep = options.Get(Keep);
         var layers = RoutingLayers(structure, scores);
-        if (options.GetString("mode") == Global)
+        if (options.Get(Mode) == Global)
             return TrimmingSelection.GlobalDrop(layers, TrimmingSelection.GlobalDropCount(layers.Values.Select(l => l.Ids.Count).ToList(), keep));
         return TrimmingSelection.LayerwiseDrop(layers, (_, count) => KeepOf(keep, count));
     }
@@ -121,7 +125,7 @@ public sealed class PruneExpertsPass : TrimmingPass
     private SortedDictionary<int, List<int>> ReconstructionSelect(DecoderSurgery surgery, Model model, ICalibrationScores scorer, PassCount keep, PassContext context)
     {
         var result = new SortedDictionary<int, List<int>>();
-        int maxSubsets = Options.GetInt("max-subsets");
+        int maxSubsets = Options.Get(MaxSubsets);
         foreach (var b in surgery.MoeBlocks.ToList())
         {
             var ids = b.Ffn!.Moe!.ExpertIds;

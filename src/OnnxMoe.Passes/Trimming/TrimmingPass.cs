@@ -13,11 +13,11 @@ public abstract class TrimmingPass : Pass
     {
     }
 
-    /// <summary>The <c>selection</c> option every trimming pass declares.</summary>
-    protected static PassOption SelectionOption() => PassOption.String("selection", OneShot,
+    /// <summary>The <c>selection</c> option every trimming pass declares (one declaration, listed by each pass's Info).</summary>
+    public static readonly PassOption<string> Selection = PassOption.String("selection", OneShot,
         "one-shot: score the unmodified model once (the paper); iterative: drop one, re-score, repeat", OneShot, Iterative);
 
-    protected bool IsIterative => Options.GetString("selection") == Iterative;
+    protected bool IsIterative => Options.Get(Selection) == Iterative;
 
     protected ICalibrationScores Scorer(PassContext context) =>
         context.TryGet<ICalibrationScores>(out var s) ? s
@@ -27,12 +27,12 @@ public abstract class TrimmingPass : Pass
     protected PassException Error(string message) => new(Name, message);
 
     /// <summary>Exactly one of an explicit list option and the count option.</summary>
-    protected (T? List, PassCount? Count) ListOrCount<T>(string listName, string countName) where T : class
+    protected (T? List, PassCount? Count) ListOrCount<T>(PassOption<T> listOption, PassOption<PassCount> countOption) where T : class
     {
-        var list = Options.Get(listName) as T;
-        var count = Options.Get(countName) as PassCount?;
-        if (list != null && count != null) throw Error($"give {listName}=... or {countName}=..., not both");
-        if (list == null && count == null) throw Error($"give {listName}=... (explicit) or {countName}=... (chosen by calibration scores)");
+        T? list = Options.TryGet(listOption, out var l) ? l : null;
+        PassCount? count = Options.TryGet(countOption, out var c) ? c : null;
+        if (list != null && count != null) throw Error($"give {listOption.Name}=... or {countOption.Name}=..., not both");
+        if (list == null && count == null) throw Error($"give {listOption.Name}=... (explicit) or {countOption.Name}=... (chosen by calibration scores)");
         return (list, count);
     }
 

@@ -16,7 +16,7 @@ public class CleanupPassTests
     }
 
     private static RemoveUnusedPass RemoveUnused(bool inputs = false) =>
-        new(PassOptions.Create(RemoveUnusedPass.Info, ("inputs", inputs)));
+        new(PassOptions.Defaults(RemoveUnusedPass.Info).With(RemoveUnusedPass.Inputs, inputs));
 
     [Fact]
     public void Remove_unused_drops_dead_chains_and_unused_initializers_only()

@@ -35,17 +35,52 @@ public class PipelineTests
     {
         var p = Parse("drop-blocks{blocks=3,7,n=12.5%},quantize-int4{experts=1:0,2:3,block-size=128}");
         var drop = p.Steps[0].Options;
-        Assert.Equal([3, 7], drop.GetIntList("blocks"));
-        Assert.Equal(4, drop.GetCount("n").Resolve(32));
-        Assert.Equal(1, drop.GetCount("n").Resolve(4)); // 0.5 rounds away from zero
-        Assert.Equal("discrete", drop.GetString("mode"));
-        Assert.False(drop.IsExplicit("mode"));
+        Assert.Equal([3, 7], drop.Get(FakeDropBlocks.Blocks));
+        Assert.Equal(4, drop.Get(FakeDropBlocks.N).Resolve(32));
+        Assert.Equal(1, drop.Get(FakeDropBlocks.N).Resolve(4)); // 0.5 rounds away from zero
+        Assert.Equal("discrete", drop.Get(FakeDropBlocks.Mode));
+        Assert.False(drop.IsExplicit(FakeDropBlocks.Mode));
         var q = p.Steps[1].Options;
-        Assert.Equal(128, q.GetInt("block-size"));
-        Assert.Equal([new IntPair(1, 0), new IntPair(2, 3)], q.GetPairList("experts"));
-        Assert.False(q.Has("label"));
-        var e = Assert.Throws<PassException>(() => q.GetString("label"));
-        Assert.Contains("quantize-int4", e.Message);
+        Assert.Equal(128, q.Get(FakeQuantize.BlockSize));
+        Assert.Equal(0.5, q.Get(FakeQuantize.Ratio));
+        Assert.Equal([new IntPair(1, 0), new IntPair(2, 3)], q.Get(FakeQuantize.Experts));
+        Assert.False(q.TryGet(FakeQuantize.Label, out _));
+        var e = Assert.Throws<PassException>(() => q.Get(FakeQuantize.Label));
+        Assert.Equal("pass quantize-int4: option 'label' is required", e.Message);
+    }
+
+    [Fact]
+    public void An_option_handle_reads_only_the_pass_that_declares_it()
+    {
+        // Options are their declarations: another pass's handle, or a second declaration of the same name, is not this pass's option.
+        var drop = Parse("drop-blocks{mode=consecutive}").Steps[0].Options;
+        var e = Assert.Throws<ArgumentException>(() => drop.Get(FakeQuantize.BlockSize));
+        Assert.Equal("option 'block-size' is not declared by pass drop-blocks", e.Message);
+        var sameName = PassOption.String("mode", "discrete", "selection", "discrete", "consecutive");
+        Assert.Throws<ArgumentException>(() => drop.Get(sameName));
+        Assert.Equal("consecutive", drop.Get(FakeDropBlocks.Mode));
+    }
+
+    [Fact]
+    public void An_option_declared_after_the_info_listing_it_is_caught()
+    {
+        PassOption? notYetDeclared = null;
+        var e = Assert.Throws<ArgumentException>(() => new PassInfo("late", "test", notYetDeclared!));
+        Assert.Contains("declare option fields before Info", e.Message);
+    }
+
+    [Fact]
+    public void Typed_and_textual_options_build_equal_values()
+    {
+        var typed = PassOptions.Defaults(FakeDropBlocks.Info).With(FakeDropBlocks.Blocks, [7, 3]).With(FakeDropBlocks.Mode, "consecutive")
+            .With(FakeDropBlocks.Norm, true);
+        var parsed = Parse("drop-blocks{blocks=7,3,mode=consecutive}").Steps[0].Options;
+        Assert.Equal(parsed, typed);
+        Assert.Equal(parsed.GetHashCode(), typed.GetHashCode());
+        Assert.False(typed.IsExplicit(FakeDropBlocks.Norm));   // a default value is not stored
+        Assert.Equal("blocks=7,3,mode=consecutive", typed.Format());
+        var e = Assert.Throws<ArgumentException>(() => typed.With(FakeDropBlocks.Mode, "sideways"));
+        Assert.Equal("option drop-blocks.mode must be one of discrete, consecutive, got 'sideways'", e.Message);
     }
 
     [Fact]
@@ -137,19 +172,19 @@ public class PipelineTests
                 if (rng.Next(2) == 0)
                 {
                     var o = PassOptions.Defaults(FakeDropBlocks.Info);
-                    if (rng.Next(2) == 0) o = o.With("blocks", Enumerable.Range(0, rng.Next(0, 4)).Select(_ => rng.Next(-5, 100)).ToArray());
-                    if (rng.Next(2) == 0) o = o.With("n", rng.Next(2) == 0 ? PassCount.Absolute(rng.Next(0, 50)) : PassCount.Percent(rng.Next(0, 1001) / 10.0));
-                    if (rng.Next(2) == 0) o = o.With("mode", rng.Next(2) == 0 ? "discrete" : "consecutive");
-                    if (rng.Next(2) == 0) o = o.With("norm", rng.Next(2) == 0);
+                    if (rng.Next(2) == 0) o = o.With(FakeDropBlocks.Blocks, Enumerable.Range(0, rng.Next(0, 4)).Select(_ => rng.Next(-5, 100)).ToArray());
+                    if (rng.Next(2) == 0) o = o.With(FakeDropBlocks.N, rng.Next(2) == 0 ? PassCount.Absolute(rng.Next(0, 50)) : PassCount.Percent(rng.Next(0, 1001) / 10.0));
+                    if (rng.Next(2) == 0) o = o.With(FakeDropBlocks.Mode, rng.Next(2) == 0 ? "discrete" : "consecutive");
+                    if (rng.Next(2) == 0) o = o.With(FakeDropBlocks.Norm, rng.Next(2) == 0);
                     steps.Add(new PipelineStep(_registry.Find("drop-blocks")!, o));
                 }
                 else
                 {
                     var o = PassOptions.Defaults(FakeQuantize.Info);
-                    if (rng.Next(2) == 0) o = o.With("block-size", rng.Next(int.MinValue, int.MaxValue));
-                    if (rng.Next(2) == 0) o = o.With("ratio", (rng.NextDouble() - 0.5) * Math.Pow(10, rng.Next(-20, 20)));
-                    if (rng.Next(2) == 0) o = o.With("label", strings[rng.Next(strings.Length)]);
-                    if (rng.Next(2) == 0) o = o.With("experts", Enumerable.Range(0, rng.Next(0, 4)).Select(_ => new IntPair(rng.Next(-3, 64), rng.Next(0, 128))).ToArray());
+                    if (rng.Next(2) == 0) o = o.With(FakeQuantize.BlockSize, rng.Next(int.MinValue, int.MaxValue));
+                    if (rng.Next(2) == 0) o = o.With(FakeQuantize.Ratio, (rng.NextDouble() - 0.5) * Math.Pow(10, rng.Next(-20, 20)));
+                    if (rng.Next(2) == 0) o = o.With(FakeQuantize.Label, strings[rng.Next(strings.Length)]);
+                    if (rng.Next(2) == 0) o = o.With(FakeQuantize.Experts, Enumerable.Range(0, rng.Next(0, 4)).Select(_ => new IntPair(rng.Next(-3, 64), rng.Next(0, 128))).ToArray());
                     steps.Add(new PipelineStep(_registry.Find("quantize-int4")!, o));
                 }
             }

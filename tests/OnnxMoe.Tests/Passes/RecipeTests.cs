@@ -11,6 +11,8 @@ public class RecipeTests
         public override PassResult Run(Model model, PassContext context) => PassResult.Unchanged;
     }
 
+    private static readonly PassOption<PassCount> DropBlocksN = PassOption.Count("n", null, "");
+
     /// <summary>The default registry plus stand-ins with the options the built-in recipes use (the real passes live in other branches).</summary>
     private static PassRegistry Registry()
     {
@@ -19,7 +21,7 @@ public class RecipeTests
         Add(new PassInfo("prune-experts", "stub", PassOption.Count("keep", null, ""), PassOption.String("mode", "layerwise", "", "layerwise", "global"),
             PassOption.PairList("experts", "")));
         Add(new PassInfo("drop-moe-layers", "stub", PassOption.IntList("layers", ""), PassOption.Count("n", null, ""), PassOption.Bool("norm", true, "")));
-        Add(new PassInfo("drop-blocks", "stub", PassOption.IntList("blocks", ""), PassOption.Count("n", null, ""),
+        Add(new PassInfo("drop-blocks", "stub", PassOption.IntList("blocks", ""), DropBlocksN,
             PassOption.String("mode", "discrete", "", "discrete", "consecutive")));
         Add(new PassInfo("quantize-int4", "stub", PassOption.String("method", "rtn", "", "rtn", "awq"), PassOption.Int("block-size", 128, ""),
             PassOption.Int("accuracy-level", OnnxMoe.Passes.Quantization.QuantizeInt4Options.DefaultAccuracyLevel, ""), PassOption.Float("ratio", null, ""), PassOption.Int("lm-head-bits", 0, "")));
@@ -56,7 +58,7 @@ public class RecipeTests
             Assert.Equal(r.Pipeline, again.Pipeline);
             Assert.Equal(r.Description, again.Description);
         }
-        Assert.Equal(8, BuiltinRecipes.Load("block-drop-8", registry).Pipeline.Steps[0].Options.GetCount("n").Resolve(32));
+        Assert.Equal(8, BuiltinRecipes.Load("block-drop-8", registry).Pipeline.Steps[0].Options.Get(DropBlocksN).Resolve(32));
     }
 
     [Fact]

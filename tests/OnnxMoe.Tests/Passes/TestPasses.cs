@@ -7,11 +7,12 @@ namespace OnnxMoe.Tests.Passes;
 /// <summary>Stand-in passes declaring every option type, so the parser can be tested before the real passes exist.</summary>
 public sealed class FakeDropBlocks : Pass
 {
-    public static readonly PassInfo Info = new("drop-blocks", "test stand-in",
-        PassOption.IntList("blocks", "block indices"),
-        PassOption.Count("n", null, "how many"),
-        PassOption.String("mode", "discrete", "selection", "discrete", "consecutive"),
-        PassOption.Bool("norm", true, "use norm"));
+    public static readonly PassOption<int[]> Blocks = PassOption.IntList("blocks", "block indices");
+    public static readonly PassOption<PassCount> N = PassOption.Count("n", null, "how many");
+    public static readonly PassOption<string> Mode = PassOption.String("mode", "discrete", "selection", "discrete", "consecutive");
+    public static readonly PassOption<bool> Norm = PassOption.Bool("norm", true, "use norm");
+
+    public static readonly PassInfo Info = new("drop-blocks", "test stand-in", Blocks, N, Mode, Norm);
 
     public FakeDropBlocks(PassOptions options) : base(Info, options)
     {
@@ -22,11 +23,12 @@ public sealed class FakeDropBlocks : Pass
 
 public sealed class FakeQuantize : Pass
 {
-    public static readonly PassInfo Info = new("quantize-int4", "test stand-in",
-        PassOption.Int("block-size", 32, "elements per block"),
-        PassOption.Float("ratio", 0.5, "a float"),
-        PassOption.String("label", null, "free text"),
-        PassOption.PairList("experts", "layer:expert pairs"));
+    public static readonly PassOption<int> BlockSize = PassOption.Int("block-size", 32, "elements per block");
+    public static readonly PassOption<double> Ratio = PassOption.Float("ratio", 0.5, "a float");
+    public static readonly PassOption<string> Label = PassOption.String("label", null, "free text");
+    public static readonly PassOption<IntPair[]> Experts = PassOption.PairList("experts", "layer:expert pairs");
+
+    public static readonly PassInfo Info = new("quantize-int4", "test stand-in", BlockSize, Ratio, Label, Experts);
 
     public FakeQuantize(PassOptions options) : base(Info, options)
     {
@@ -38,7 +40,9 @@ public sealed class FakeQuantize : Pass
 /// <summary>Appends an Identity after the graph output's producer and records the call order.</summary>
 public sealed class AppendIdentity : Pass
 {
-    public static readonly PassInfo Info = new("append-identity", "test: adds a node", PassOption.String("tag", "x", "node name suffix"));
+    public static readonly PassOption<string> Tag = PassOption.String("tag", "x", "node name suffix");
+
+    public static readonly PassInfo Info = new("append-identity", "test: adds a node", Tag);
 
     public AppendIdentity(PassOptions options) : base(Info, options)
     {
@@ -48,7 +52,7 @@ public sealed class AppendIdentity : Pass
     {
         var g = model.Graph;
         var output = g.Outputs[0];
-        var tag = Options.GetString("tag");
+        var tag = Options.Get(Tag);
         var id = g.Append(new Node("", "Identity", [output], [new Value($"out_{tag}", output.Type)], $"/test/{tag}/Identity"));
         g.Outputs[0] = id.Outputs[0];
         if (context.TryGet<List<string>>(out var log)) log.Add(tag);
