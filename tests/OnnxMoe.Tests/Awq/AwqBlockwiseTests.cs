@@ -92,7 +92,7 @@ public sealed class AwqBlockwiseTests(ITestOutputHelper output) : IDisposable
         foreach (var mode in new[] { AwqSequential.Float, AwqSequential.Quantized })
         {
             var model = AwqTestModels.RandomLowered("mixtral", Path.Combine(_dir, mode.ToString()), 2).Model;
-            var o = AwqTestModels.SmallOptions() with { Sequential = mode };
+            var o = AwqTestModels.SmallOptions() with { Search = AwqTestModels.SmallOptions().Search with { Sequential = mode } };
             using var core = AwqTestModels.Core(AwqTestModels.MixtralTokenizer, o);
             results[mode] = new AwqCalibrator(o, new BlockStateCache(core)).Run(model, new QuantizeInt4Options { BlockSize = 16 });
         }

@@ -54,7 +54,7 @@ public sealed class AwqCalibrator : IAwqCalibration
 
     public IReadOnlyDictionary<string, AwqWeightScaling> Calibrate(Model model, QuantizeInt4Options options, AwqSearchSettings search, PassContext context)
     {
-        var o = _options with { GridPoints = search.GridPoints, DuoScaling = search.DuoScaling, ClipSearch = search.ClipSearch, Sequential = search.Sequential };
+        var o = _options with { Search = search };
         var result = new AwqCalibrator(o, _states, _progress, context.Info).Run(model, options, context.CancellationToken);
         foreach (var g in result.Groups)
             context.Info($"awq: {g.Name}: ratio {g.Ratio:0.00}, loss {g.RtnLoss:G4} -> {g.BestLoss:G4}");
@@ -122,7 +122,7 @@ public sealed class AwqCalibrator : IAwqCalibration
                 var captured = new List<Value>();
                 void Capture(Value v) { if (!captured.Contains(v)) captured.Add(v); }
                 foreach (var g in blockGroups[p]) Capture(g.Input);
-                if (_options.ClipSearch) foreach (var t in blockTargets[p].Where(t => !IsQueryOrKey(t))) Capture(t.Inputs[0]!);
+                if (_options.Search.ClipSearch) foreach (var t in blockTargets[p].Where(t => !IsQueryOrKey(t))) Capture(t.Inputs[0]!);
                 var records = new Dictionary<Value, ActivationRecord>(ReferenceEqualityComparer.Instance);
                 var output = runner.RunBlock(model, structure, p, hidden, windows, captured, (first, _, values) =>
                 {
@@ -134,7 +134,7 @@ public sealed class AwqCalibrator : IAwqCalibration
                         record.Accumulate(values.ToFloatArray(j), shape, keep: first < searchCount);
                     }
                     _progress?.Invoke(new AwqProgress("statistics", first + 1, windows.Count, $"block {structure.Blocks[p].Index}, sample {first + 1}"));
-                }, keepOutput: _options.Sequential == AwqSequential.Float, batchSize: 1, cancellation: cancellation);
+                }, keepOutput: _options.Search.Sequential == AwqSequential.Float, batchSize: 1, cancellation: cancellation);
                 try
                 {
                     foreach (var group in blockGroups[p])
@@ -145,7 +145,7 @@ public sealed class AwqCalibrator : IAwqCalibration
                         _progress?.Invoke(new AwqProgress("scales", ++groupsDone, groups.Count, group.Name));
                     }
                     // The clip graph is opened for one block: the runtime's buffers for it grow to the largest weight's error tensors.
-                    using var clipError = _options.ClipSearch && blockTargets[p].Count > 0 ? new ClipErrorGraph(format.BlockSize, runner) : null;
+                    using var clipError = _options.Search.ClipSearch && blockTargets[p].Count > 0 ? new ClipErrorGraph(format.BlockSize, runner) : null;
                     foreach (var t in blockTargets[p])
                     {
                         cancellation.ThrowIfCancellationRequested();
@@ -160,7 +160,7 @@ public sealed class AwqCalibrator : IAwqCalibration
                         _progress?.Invoke(new AwqProgress("clip", ++targetsDone, targets.Count, t.Name));
                     }
                     records.Clear();
-                    if (_options.Sequential == AwqSequential.Quantized)
+                    if (_options.Search.Sequential == AwqSequential.Quantized)
                     {
                         var quantized = blockTargets[p].ToDictionary(t => t.Inputs[1]!, t => FakeQuantized(t, scaling[t.Inputs[1]!.Name].ClipMax, format),
                             (IEqualityComparer<Value>)ReferenceEqualityComparer.Instance);
@@ -227,12 +227,12 @@ public sealed class AwqCalibrator : IAwqCalibration
         var xMean = record.MeanAbs();
         var weights = group.Quantized.Select(n => n.Inputs[1]!).ToList();
         var weightType = weights[0].ConstValue!.DataType;
-        var wMean = _options.DuoScaling ? WeightChannelMeans(weights, channels, format.BlockSize) : null;
+        var wMean = _options.Search.DuoScaling ? WeightChannelMeans(weights, channels, format.BlockSize) : null;
         // A module whose trial weights are small runs whole (one run per trial instead of one per expert); a large one part by part.
         long trialBytes = weights.Sum(w => w.ConstValue!.ElementCount * sizeof(float));
         var parts = trialBytes <= regionRunner.LargeBlockBytes / 4 ? [new ModulePart(weights, group.ModuleOutput, null)] : ModuleParts.Split(model, group);
-        var scales = Enumerable.Range(0, _options.GridPoints).Select(r => Scales(xMean, wMean, (double)r / _options.GridPoints)).ToList();
-        var losses = new double[_options.GridPoints];
+        var scales = Enumerable.Range(0, _options.Search.GridPoints).Select(r => Scales(xMean, wMean, (double)r / _options.Search.GridPoints)).ToList();
+        var losses = new double[_options.Search.GridPoints];
         var buffers = new TrialBuffers();
         if (parts.Count == 1)
         {
@@ -268,7 +268,7 @@ public sealed class AwqCalibrator : IAwqCalibration
         float[]? bestScales = null;
         for (int r = 0; r < losses.Length; r++)
         {
-            double ratio = (double)r / _options.GridPoints, loss = losses[r];
+            double ratio = (double)r / _options.Search.GridPoints, loss = losses[r];
             if (!double.IsFinite(loss)) throw new InvalidDataException($"AWQ: {group.Name}: loss {loss} at ratio {ratio} (non-finite activations?)");
             if (loss < best)
             {

@@ -18,18 +18,12 @@ public sealed record AwqOptions
     public const int MaxSequenceLength = 512;
     /// <summary>The first samples whose activations are kept in memory for the scale and clip losses.</summary>
     public int SearchSamples { get; init; } = 16;
-    /// <summary>Scale ratios tried: a = 0, 1/n, ..., (n-1)/n (AWQ: 20).</summary>
-    public int GridPoints { get; init; } = 20;
-    /// <summary>Duo scaling: s = xbar^a / (wbar^(1-a) + 1e-4) instead of xbar^a.</summary>
-    public bool DuoScaling { get; init; }
-    /// <summary>Run the per-row-per-block clip search after scaling (skipped for q and k projections).</summary>
-    public bool ClipSearch { get; init; } = true;
+    /// <summary>The searches' settings, which quantize-int4's options give (grid, duo-scaling, clip, sequential): AWQ's defaults here.</summary>
+    public AwqSearchSettings Search { get; init; } = new(GridPoints: 20, DuoScaling: false, ClipSearch: true, Sequential: AwqSequential.Float);
     /// <summary>Tokens sampled (evenly strided) for each weight's clip search (AWQ: 512).</summary>
     public int ClipTokens { get; init; } = 512;
     /// <summary>Clip ratios tried: 1 - i/grid for i below max-shrink*grid (AWQ: 0.5 with grid 20, so 1.0 .. 0.55).</summary>
     public double ClipMaxShrink { get; init; } = 0.5;
-    /// <summary>What each block's successor calibrates on: the block's float output, or its output with its weights quantized.</summary>
-    public AwqSequential Sequential { get; init; } = AwqSequential.Float;
 
     /// <summary>Throws <see cref="UserErrorException"/> naming the first bad setting.</summary>
     public void Validate()
@@ -37,7 +31,7 @@ public sealed record AwqOptions
         if (Samples < 1) throw new UserErrorException($"AWQ calibration needs at least 1 sample, got {Samples}");
         if (SequenceLength < 2) throw new UserErrorException($"AWQ calibration sequence length must be at least 2 tokens, got {SequenceLength}");
         if (SearchSamples < 1) throw new UserErrorException($"AWQ search samples must be at least 1, got {SearchSamples}");
-        if (GridPoints < 1 || GridPoints > 1000) throw new UserErrorException($"AWQ grid points must be in 1..1000, got {GridPoints}");
+        if (Search.GridPoints < 1 || Search.GridPoints > 1000) throw new UserErrorException($"AWQ grid points must be in 1..1000, got {Search.GridPoints}");
         if (ClipTokens < 1) throw new UserErrorException($"AWQ clip tokens must be at least 1, got {ClipTokens}");
         if (!(ClipMaxShrink >= 0 && ClipMaxShrink < 1)) throw new UserErrorException($"AWQ clip max-shrink must be in [0, 1), got {ClipMaxShrink}");
     }
