@@ -57,10 +57,14 @@ public sealed class SkipNormFusionTests
         Assert.Equal(s.Blocks[^1].Output, nodes[s.FinalNormInputNode].Outputs[3].Name);
         Assert.Equal(s.Blocks[^1].Ffn!.ResidualAdd, s.FinalNormInputNode);
 
-        var want = AttentionFusionTests.Decode(standard.Model);
-        var got = AttentionFusionTests.Decode(fused.Model);
-        double worst = want.Zip(got).Max(p => MaxAbsDiff(p.First, p.Second));
-        Assert.True(worst <= Tolerance, $"{family}: max abs logit difference {worst:E3}");
+        AssertSameLogits(standard.Model, fused.Model, family);
+    }
+
+    /// <summary>Prefill and token-by-token logits of <paramref name="got"/> within <see cref="Tolerance"/> of <paramref name="want"/>'s.</summary>
+    private static void AssertSameLogits(Model want, Model got, string what)
+    {
+        double worst = AttentionFusionTests.Decode(want).Zip(AttentionFusionTests.Decode(got)).Max(p => MaxAbsDiff(p.First, p.Second));
+        Assert.True(worst <= Tolerance, $"{what}: max abs logit difference {worst:E3}");
     }
 
     /// <summary>The passes that cut the residual stream see plain Adds, named as the standard form names them, and get their skip
@@ -101,10 +105,7 @@ public sealed class SkipNormFusionTests
         using (var scorer = Scorer(after.Structure)) RunPipeline(after.Model, "fuse," + drops, scorer);
         Assert.Equal(before.Structure.ToJson(), after.Structure.ToJson());
         Assert.Contains(after.Model.Graph.Nodes, n => n.OpType == Skip);
-        var want = AttentionFusionTests.Decode(before.Model);
-        var got = AttentionFusionTests.Decode(after.Model);
-        double worst = want.Zip(got).Max(p => MaxAbsDiff(p.First, p.Second));
-        Assert.True(worst <= Tolerance, $"max abs logit difference {worst:E3}");
+        AssertSameLogits(before.Model, after.Model, "drops after fuse");
     }
 
     /// <summary>AWQ's calibration after fuse runs block regions as the scores do: on the split form, so the skip-fused model gets the
