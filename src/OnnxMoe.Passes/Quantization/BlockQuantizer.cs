@@ -81,12 +81,7 @@ public static class BlockQuantizer
     public static QuantizedWeight Quantize(ReadOnlySpan<float> weightNK, int n, int k, BlockQuantFormat format,
         DataType scaleType = DataType.Float, ReadOnlySpan<float> clipMax = default)
     {
-        if (n <= 0 || k <= 0) throw new ArgumentException($"weight shape [K={k}, N={n}] must be positive");
-        if (weightNK.Length != (long)n * k) throw new ArgumentException($"weight holds {weightNK.Length} values, [N={n}, K={k}] needs {(long)n * k}");
-        int blocks = format.BlockCount(k);
-        if (!clipMax.IsEmpty && clipMax.Length != (long)n * blocks)
-            throw new ArgumentException($"clip values hold {clipMax.Length} entries, [N={n}, k_blocks={blocks}] needs {(long)n * blocks}");
-        _ = QuantizedWeight.EncodeScales([], scaleType); // rejects unsupported scale types up front
+        int blocks = CheckArguments(weightNK, n, k, format, scaleType, clipMax);
 
         var packed = new byte[checked((long)n * blocks * format.BlockBytes)];
         var scales = new float[(long)n * blocks];
@@ -155,12 +150,7 @@ public static class BlockQuantizer
         DataType scaleType = DataType.Float, ReadOnlySpan<float> clipMax = default)
     {
         if (destinationNK.Length != weightNK.Length) throw new ArgumentException("destination must match the weight's size");
-        if (n <= 0 || k <= 0) throw new ArgumentException($"weight shape [K={k}, N={n}] must be positive");
-        if (weightNK.Length != (long)n * k) throw new ArgumentException($"weight holds {weightNK.Length} values, [N={n}, K={k}] needs {(long)n * k}");
-        int blocks = format.BlockCount(k);
-        if (!clipMax.IsEmpty && clipMax.Length != (long)n * blocks)
-            throw new ArgumentException($"clip values hold {clipMax.Length} entries, [N={n}, k_blocks={blocks}] needs {(long)n * blocks}");
-        _ = QuantizedWeight.EncodeScales([], scaleType);
+        int blocks = CheckArguments(weightNK, n, k, format, scaleType, clipMax);
         // The values Dequantize(Quantize(W)) gives, (code - zero) * scale with the same f32 operations, without the packed codes
         // (a scale or clip search calls this for every trial). Each block is read whole before it is written, so W may alias the destination.
         unsafe
@@ -187,6 +177,19 @@ public static class BlockQuantizer
                 });
             }
         }
+    }
+
+    /// <summary>Checks a weight [N, K] and its clip values [N, k_blocks] (empty: none) against each other and the scale type
+    /// (rejected up front when unsupported); returns k_blocks.</summary>
+    private static int CheckArguments(ReadOnlySpan<float> weightNK, int n, int k, BlockQuantFormat format, DataType scaleType, ReadOnlySpan<float> clipMax)
+    {
+        if (n <= 0 || k <= 0) throw new ArgumentException($"weight shape [K={k}, N={n}] must be positive");
+        if (weightNK.Length != (long)n * k) throw new ArgumentException($"weight holds {weightNK.Length} values, [N={n}, K={k}] needs {(long)n * k}");
+        int blocks = format.BlockCount(k);
+        if (!clipMax.IsEmpty && clipMax.Length != (long)n * blocks)
+            throw new ArgumentException($"clip values hold {clipMax.Length} entries, [N={n}, k_blocks={blocks}] needs {(long)n * blocks}");
+        _ = QuantizedWeight.EncodeScales([], scaleType);
+        return blocks;
     }
 
     /// <summary>Runs <paramref name="body"/> for each row, in parallel when the matrix is large enough to pay for it.</summary>

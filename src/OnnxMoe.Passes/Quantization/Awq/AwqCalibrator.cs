@@ -230,7 +230,7 @@ public sealed class AwqCalibrator : IAwqCalibration
         var wMean = _options.Search.DuoScaling ? WeightChannelMeans(weights, channels, format.BlockSize) : null;
         // A module whose trial weights are small runs whole (one run per trial instead of one per expert); a large one part by part.
         long trialBytes = weights.Sum(w => w.ConstValue!.ElementCount * sizeof(float));
-        var parts = trialBytes <= regionRunner.LargeBlockBytes / 4 ? [new ModulePart(weights, group.ModuleOutput, null)] : ModuleParts.Split(model, group);
+        var parts = trialBytes <= regionRunner.LargeBlockBytes / 4 ? [ModuleParts.Whole(group)] : ModuleParts.Split(model, group);
         var scales = Enumerable.Range(0, _options.Search.GridPoints).Select(r => Scales(xMean, wMean, (double)r / _options.Search.GridPoints)).ToList();
         var losses = new double[_options.Search.GridPoints];
         var buffers = new TrialBuffers();

@@ -15,15 +15,18 @@ internal sealed record ModulePart(IReadOnlyList<Value> Weights, Value Output, Va
 
 internal static class ModuleParts
 {
+    /// <summary>The whole module as one part: every quantized weight of the group, the module's output.</summary>
+    public static ModulePart Whole(ScaleGroup group) => new(group.Quantized.Select(n => n.Inputs[1]!).ToList(), group.ModuleOutput, null);
+
     /// <summary>The module's parts: one per ScatterND the quantized linears feed, one per Add joining the rest to the experts' sum; the
     /// whole module as one part when there are no experts or a linear feeds several.</summary>
     public static List<ModulePart> Split(Model model, ScaleGroup group)
     {
         var weights = group.Quantized.Select(n => n.Inputs[1]!).ToList();
-        List<ModulePart> Whole() => [new ModulePart(weights, group.ModuleOutput, null)];
+        List<ModulePart> whole = [Whole(group)];
         var (nodes, _) = RegionExtractor.Collect(model.Graph, [group.Input], [group.ModuleOutput]);
         var scatters = nodes.Where(n => n.OpType == "ScatterND" && n.Inputs.Count == 3).ToList();
-        if (scatters.Count == 0 || group.Quantized.Count < 2) return Whole();
+        if (scatters.Count == 0 || group.Quantized.Count < 2) return whole;
 
         // Values computed from an expert's accumulated output.
         var expertCone = new HashSet<Value>(ReferenceEqualityComparer.Instance);
@@ -47,23 +50,23 @@ internal static class ModuleParts
             {
                 var v = walk.Pop();
                 if (!seen.Add(v)) continue;
-                if (ReferenceEquals(v, group.ModuleOutput)) return Whole();   // reaches the output without joining the experts' sum
+                if (ReferenceEquals(v, group.ModuleOutput)) return whole;   // reaches the output without joining the experts' sum
                 foreach (var use in v.Uses)
                 {
                     var n = use.Node;
                     if (!nodes.Contains(n)) continue;
                     if (n.OpType == "ScatterND" && use.Index == 2) targets.Add((v, n.Inputs[1]));
-                    else if (n.OpType == "ScatterND") return Whole();       // feeds an accumulator or the token indices
+                    else if (n.OpType == "ScatterND") return whole;       // feeds an accumulator or the token indices
                     else if (n.OpType == "Add" && n.Inputs.Any(i => i != null && !ReferenceEquals(i, v) && expertCone.Contains(i))) targets.Add((v, null));
                     else foreach (var o in n.Outputs) walk.Push(o);
                 }
             }
-            if (targets.Count != 1) return Whole();
+            if (targets.Count != 1) return whole;
             var (output, indices) = targets.First();
             if (!byTarget.TryGetValue(output, out var part)) byTarget[output] = part = (new List<Value>(), indices);
             part.Weights.Add(linear.Inputs[1]!);
         }
-        if (byTarget.Count < 2) return Whole();
+        if (byTarget.Count < 2) return whole;
         // Parts in the order of their weights in the group (the graph's order).
         return byTarget.Select(kv => new ModulePart(kv.Value.Weights, kv.Key, kv.Value.Indices))
             .OrderBy(p => weights.IndexOf(p.Weights[0])).ToList();
