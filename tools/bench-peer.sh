@@ -3,7 +3,7 @@
 #
 #   tools/bench-peer.sh CHECKPOINT [PROMPT=128] [GEN=32] [THREADS=2]
 #
-# Compiles three artifacts (fp32, fused as compile does by default; int4 RTN block 128 accuracy_level 4 with an 8-bit
+# Compiles four artifacts (fp32, fused as compile does by default; int4 RTN block 128 accuracy_level 4 with an 8-bit
 # lm_head, fused: one QMoE node per MoE layer, GroupQueryAttention, SimplifiedLayerNormalization; int4 RTN block 128
 # accuracy_level 4 with standard ops, --fuse off) and two GGUFs (tools/gguf_export.py: f32, q4_0), then runs
 # `onnxmoe bench` (one folder per process) and tools/bench_llamacpp.mjs one after another, in two rounds (the second
@@ -34,15 +34,18 @@ ONNXMOE=(dotnet "$OUT/cli/onnxmoe.dll")
 NEWEST=$(ls -t "$CKPT"/config.json "$CKPT"/*.safetensors "$CKPT"/tokenizer*.json 2>/dev/null | head -1 || true)
 
 stale() { [ ! -e "$1" ] || [ "$NEWEST" -nt "$1" ]; }
-compile() {  # name fuse(on|off) pipeline
+compile() {  # name fuse(on|off) pipeline [compile options...]
     if stale "$OUT/$1"; then
         echo "compile $1: --fuse $2 ${3:-(no passes)}" >&2
-        nice -n 10 "${ONNXMOE[@]}" compile "$CKPT" -o "$OUT/$1" --overwrite --fuse "$2" ${3:+--pipeline "$3"} >/dev/null
+        nice -n 10 "${ONNXMOE[@]}" compile "$CKPT" -o "$OUT/$1" --overwrite --fuse "$2" ${3:+--pipeline "$3"} "${@:4}" >/dev/null
     fi
 }
 compile fp32 on ""
 compile int4-fused on "quantize-int4{accuracy-level=4,lm-head-bits=8}"
 compile int4 off "quantize-int4{accuracy-level=4}"
+# The combined recipe's shape (block drop 25%, then int4 with an 8-bit lm_head) with RTN: AWQ changes the weights, not
+# the work per token. Which blocks go depends on calibration, their cost does not: 4 short samples pick them.
+compile bd25-int4-fused on "drop-blocks{n=25%},quantize-int4{accuracy-level=4,lm-head-bits=8}" --samples 4 --seq-len 128
 for t in f32 q4_0; do
     if stale "$OUT/llamacpp-$t.gguf"; then
         echo "export llamacpp-$t.gguf" >&2
@@ -50,7 +53,9 @@ for t in f32 q4_0; do
     fi
 done
 
-RUNS=(ours:fp32 llama:f32 ours:int4 ours:int4-fused llama:q4_0)
+RUNS=(ours:fp32 llama:f32 ours:int4 ours:int4-fused ours:bd25-int4-fused llama:q4_0)
+# GENAI=1: the fused artifacts also run in ONNX Runtime GenAI (onnxmoe bench --engine genai)
+[ "${GENAI:-0}" = 1 ] && RUNS+=(genai:fp32 genai:int4-fused genai:bd25-int4-fused)
 RESULTS="$OUT/results.jsonl"; : > "$RESULTS"
 PAUSED=""
 # CPU seconds the whole machine spent busy (user, nice, system, irq, softirq, steal; USER_HZ = 100)
@@ -68,8 +73,10 @@ for round in 1 2; do
     for run in "${order[@]}"; do
         kind=${run%%:*}; name=${run#*:}
         echo "round $round: $kind $name" >&2
-        if [ "$kind" = ours ]; then
-            cmd=("${ONNXMOE[@]}" bench "$OUT/$name" --prompt-len "$PROMPT" --gen "$GEN" --repeat "$REPEAT" --threads "$THREADS" --json)
+        if [ "$kind" = ours ] || [ "$kind" = genai ]; then
+            engine=ort; [ "$kind" = genai ] && engine=genai
+            cmd=("${ONNXMOE[@]}" bench "$OUT/$name" --prompt-len "$PROMPT" --gen "$GEN" --repeat "$REPEAT" --threads "$THREADS"
+                 --engine "$engine" --json)
         else
             cmd=(node tools/bench_llamacpp.mjs bench "$OUT/llamacpp-$name.gguf" --threads "$THREADS" --prompt-len "$PROMPT"
                  --gen "$GEN" --repeat "$REPEAT")
@@ -94,7 +101,7 @@ import json, sys
 rows = [json.loads(line) for line in open(sys.argv[1])]
 def speeds(r):
     res = r["result"]
-    if r["kind"] == "ours":
+    if r["kind"] in ("ours", "genai"):
         x = res["rows"][0]["result"]
         return x["decode_tokens_per_second"], x["prefill_tokens_per_second"], r["others_cores"]
     return res["decode_tok_s"], res["prefill_tok_s"], r["others_cores"]
@@ -103,6 +110,9 @@ for r in rows:
     table.setdefault((r["kind"], r["name"]), {})[r["round"]] = speeds(r)
 labels = {("ours", "fp32"): "onnxmoe fp32 (default compile: GQA, SimplifiedLayerNorm fused; float experts standard)", ("ours", "int4"): "onnxmoe int4 RTN b128 level 4, standard ops (--fuse off)",
           ("ours", "int4-fused"): "onnxmoe int4 RTN b128 level 4, lm_head 8-bit, fused (QMoE, GQA, SimplifiedLayerNorm)",
+          ("ours", "bd25-int4-fused"): "onnxmoe block drop 25% + int4 RTN b128 level 4, lm_head 8-bit, fused",
+          ("genai", "fp32"): "ORT GenAI: fp32 artifact", ("genai", "int4-fused"): "ORT GenAI: int4 fused artifact",
+          ("genai", "bd25-int4-fused"): "ORT GenAI: block drop 25% + int4 fused artifact",
           ("llama", "f32"): "llama.cpp f32", ("llama", "q4_0"): "llama.cpp q4_0"}
 rounds = (1, 2)
 def pair(key, i, fmt):
@@ -113,9 +123,12 @@ print(f"prompt {sys.argv[2]}, {sys.argv[3]} generated tokens, {sys.argv[4]} thre
       "after 1 warm-up; each cell: round 1 / round 2; ratios are decode tok/s over llama.cpp's in the same round; "
       "others' load: cores other processes kept busy during the run (machine busy time minus the run's own CPU time)")
 print()
-print("| artifact | decode tok/s | prefill tok/s | decode vs llama.cpp q4_0 | decode vs llama.cpp f32 | others' load (cores) |")
-print("|---|---|---|---|---|---|")
-for key in [("ours", "fp32"), ("ours", "int4"), ("ours", "int4-fused"), ("llama", "f32"), ("llama", "q4_0")]:
+print("| artifact | decode tok/s | prefill tok/s | decode vs llama.cpp q4_0 | decode vs llama.cpp f32 | decode vs the same engine's fp32 | others' load (cores) |")
+print("|---|---|---|---|---|---|---|")
+order = [("ours", "fp32"), ("ours", "int4"), ("ours", "int4-fused"), ("ours", "bd25-int4-fused"),
+         ("genai", "fp32"), ("genai", "int4-fused"), ("genai", "bd25-int4-fused"), ("llama", "f32"), ("llama", "q4_0")]
+for key in [k for k in order if k in table]:
     print(f"| {labels[key]} | {pair(key, 0, '{:.1f}')} | {pair(key, 1, '{:.0f}')} | "
-          f"{ratio(key, ('llama', 'q4_0'))} | {ratio(key, ('llama', 'f32'))} | {pair(key, 2, '{:.2f}')} |")
+          f"{ratio(key, ('llama', 'q4_0'))} | {ratio(key, ('llama', 'f32'))} | {ratio(key, (key[0], key[0] == 'llama' and 'f32' or 'fp32'))} | "
+          f"{pair(key, 2, '{:.2f}')} |")
 PY

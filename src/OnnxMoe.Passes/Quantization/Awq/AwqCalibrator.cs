@@ -133,7 +133,9 @@ public sealed class AwqCalibrator : IAwqCalibration
                             records[captured[j]] = record = new ActivationRecord(checked((int)shape[^1]));
                         record.Accumulate(values.ToFloatArray(j), shape, keep: first < searchCount);
                     }
-                    _progress?.Invoke(new AwqProgress("statistics", first + 1, windows.Count, $"block {structure.Blocks[p].Index}, sample {first + 1}"));
+                    // Per block, not per batch: the runner reports the batches, and a second per-batch stage would interleave with its lines.
+                    if (first + 1 == windows.Count)
+                        _progress?.Invoke(new AwqProgress("statistics", p + 1, structure.Blocks.Count, $"block {structure.Blocks[p].Index}, {windows.Count} samples"));
                 }, keepOutput: _options.Search.Sequential == AwqSequential.Float, batchSize: 1, cancellation: cancellation);
                 try
                 {

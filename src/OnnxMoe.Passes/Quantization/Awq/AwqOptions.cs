@@ -37,5 +37,5 @@ public sealed record AwqOptions
     }
 }
 
-/// <summary>Progress of the AWQ stage: <paramref name="Stage"/> is "statistics", "scales" or "clip"; counts are of samples, groups or weights.</summary>
+/// <summary>Progress of the AWQ stage: <paramref name="Stage"/> is "statistics", "scales" or "clip"; counts are of decoder blocks, groups or weights.</summary>
 public readonly record struct AwqProgress(string Stage, int Done, int Total, string Item);
