@@ -5,12 +5,12 @@
 #
 # Compiles four artifacts (fp32, fused as compile does by default; int4 RTN block 128 accuracy_level 4 with an 8-bit
 # lm_head, fused: one QMoE node per MoE layer, GroupQueryAttention, SimplifiedLayerNormalization; int4 RTN block 128
-# accuracy_level 4 with standard ops, --fuse off) and two GGUFs (tools/gguf_export.py: f32, q4_0), then runs
+# accuracy_level 4 with standard ops, --fuse off; block drop 25% + the fused int4, the combined recipe's shape) and two GGUFs (tools/gguf_export.py: f32, q4_0), then runs
 # `onnxmoe bench` (one folder per process) and tools/bench_llamacpp.mjs one after another, in two rounds (the second
 # in reverse order), and prints one table: decode and prefill tok/s per round and the decode ratios of each artifact
 # against llama.cpp q4_0 and f32 measured in the same round.
 # Environment: OUT (default out/bench-peer; artifacts are reused when newer than the checkpoint), REPEAT (measured
-# repeats per run, default 3), PAUSE_NICE10=1 (stop every process at nice 10 during each round, resumed on exit:
+# repeats per run, default 3), GENAI=1 (the fused artifacts also run in ONNX Runtime GenAI), PAUSE_NICE10=1 (stop every process at nice 10 during each round, resumed on exit:
 # other jobs of a shared machine). Compiles and exports run at nice 10, the measurements at the script's own
 # niceness. Needs a Release build, node + `npm install --prefix tools/llamacpp --omit=optional`, Debian's python3-torch.
 set -euo pipefail
@@ -120,15 +120,13 @@ def pair(key, i, fmt):
 def ratio(key, ref):
     return " / ".join(f"{table[key][r][0] / table[ref][r][0]:.2f}" for r in rounds)
 print(f"prompt {sys.argv[2]}, {sys.argv[3]} generated tokens, {sys.argv[4]} threads, batch 1, median of {sys.argv[5]} repeats "
-      "after 1 warm-up; each cell: round 1 / round 2; ratios are decode tok/s over llama.cpp's in the same round; "
+      "after 1 warm-up; each cell: round 1 / round 2; ratios are decode tok/s over llama.cpp's (or the same engine's fp32) in the same round; "
       "others' load: cores other processes kept busy during the run (machine busy time minus the run's own CPU time)")
 print()
 print("| artifact | decode tok/s | prefill tok/s | decode vs llama.cpp q4_0 | decode vs llama.cpp f32 | decode vs the same engine's fp32 | others' load (cores) |")
 print("|---|---|---|---|---|---|---|")
-order = [("ours", "fp32"), ("ours", "int4"), ("ours", "int4-fused"), ("ours", "bd25-int4-fused"),
-         ("genai", "fp32"), ("genai", "int4-fused"), ("genai", "bd25-int4-fused"), ("llama", "f32"), ("llama", "q4_0")]
-for key in [k for k in order if k in table]:
+for key in [k for k in labels if k in table]:   # in the labels' order
     print(f"| {labels[key]} | {pair(key, 0, '{:.1f}')} | {pair(key, 1, '{:.0f}')} | "
-          f"{ratio(key, ('llama', 'q4_0'))} | {ratio(key, ('llama', 'f32'))} | {ratio(key, (key[0], key[0] == 'llama' and 'f32' or 'fp32'))} | "
+          f"{ratio(key, ('llama', 'q4_0'))} | {ratio(key, ('llama', 'f32'))} | {ratio(key, (key[0], 'f32' if key[0] == 'llama' else 'fp32'))} | "
           f"{pair(key, 2, '{:.2f}')} |")
 PY

@@ -124,7 +124,7 @@ public sealed class AwqCalibrator : IAwqCalibration
                 foreach (var g in blockGroups[p]) Capture(g.Input);
                 if (_options.Search.ClipSearch) foreach (var t in blockTargets[p].Where(t => !IsQueryOrKey(t))) Capture(t.Inputs[0]!);
                 var records = new Dictionary<Value, ActivationRecord>(ReferenceEqualityComparer.Instance);
-                var output = runner.RunBlock(model, structure, p, hidden, windows, captured, (first, _, values) =>
+                var output = runner.RunBlock(model, structure, p, hidden, windows, captured, (first, count, values) =>
                 {
                     for (int j = 0; j < captured.Count; j++)
                     {
@@ -134,7 +134,7 @@ public sealed class AwqCalibrator : IAwqCalibration
                         record.Accumulate(values.ToFloatArray(j), shape, keep: first < searchCount);
                     }
                     // Per block, not per batch: the runner reports the batches, and a second per-batch stage would interleave with its lines.
-                    if (first + 1 == windows.Count)
+                    if (first + count == windows.Count)
                         _progress?.Invoke(new AwqProgress("statistics", p + 1, structure.Blocks.Count, $"block {structure.Blocks[p].Index}, {windows.Count} samples"));
                 }, keepOutput: _options.Search.Sequential == AwqSequential.Float, batchSize: 1, cancellation: cancellation);
                 try
