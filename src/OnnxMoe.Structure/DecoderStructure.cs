@@ -182,7 +182,11 @@ public sealed class FfnStructure
     public MoeStructure? Moe { get; set; }
 
     /// <summary>Node-name scope of routed expert <paramref name="expertId"/> (original id) in the standard form: {Prefix}experts.{id}/.</summary>
-    public string ExpertScope(int expertId) => $"{Prefix}experts.{expertId.ToString(System.Globalization.CultureInfo.InvariantCulture)}/";
+    public string ExpertScope(int expertId) => $"{RoutedExpertsScope}{expertId.ToString(System.Globalization.CultureInfo.InvariantCulture)}/";
+
+    /// <summary>What every routed expert's scope starts with in the standard form: {Prefix}experts.</summary>
+    [JsonIgnore]
+    public string RoutedExpertsScope => $"{Prefix}experts.";
 }
 
 public sealed class MoeStructure

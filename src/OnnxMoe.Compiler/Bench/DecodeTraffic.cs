@@ -8,7 +8,7 @@ namespace OnnxMoe.Compiler.Bench;
 /// node reads counts once and fully, except routed-expert weights, which count top_k / experts of their bytes (the
 /// experts a token is routed to), and the embedding table, which counts one row per sequence; plus the KV cache of every
 /// layer at the context length. Activations are left out, so this is a lower bound on the traffic of a step.
-/// Routed-expert weights are the initializers of the MatMul / MatMulNBits nodes under <c>{moe prefix}experts.{e}/</c> of
+/// Routed-expert weights are the initializers of the MatMul / MatMulNBits nodes under <c>{moe prefix}experts.{e}/</c> (<see cref="FfnStructure.RoutedExpertsScope"/>) of
 /// the structure's MoE blocks (the branch's other constants, e.g. its expert id, are read for every token), and the
 /// stacked inputs (leading dimension = experts) of com.microsoft <c>MoE</c> / <c>QMoE</c> nodes, with their attribute <c>k</c>.
 /// </summary>
@@ -37,7 +37,7 @@ public sealed record DecodeTraffic(double DenseWeightBytes, double ExpertWeightB
         var graph = model.Graph;
         var expertPrefixes = structure.Blocks
             .Where(b => b.Ffn?.Moe is not null)
-            .Select(b => (Prefix: b.Ffn!.Prefix + "experts.", Fraction: (double)b.Ffn!.Moe!.TopK / b.Ffn.Moe.ExpertIds.Count))
+            .Select(b => (Prefix: b.Ffn!.RoutedExpertsScope, Fraction: (double)b.Ffn!.Moe!.TopK / b.Ffn.Moe.ExpertIds.Count))
             .ToList();
         var embedding = graph.AllNodes().FirstOrDefault(n => n.Outputs.Any(o => o.Name == structure.EmbeddingOutput));
 

@@ -8,6 +8,7 @@ using OnnxMoe.Onnx;
 using OnnxMoe.Compiler.Calibration;
 using OnnxMoe.Compiler.Recipes;
 using OnnxMoe.Passes;
+using OnnxMoe.Structure;
 
 namespace OnnxMoe.Compiler.Compile;
 
@@ -235,7 +236,7 @@ public sealed record Timings(double OpenSeconds, double LowerSeconds, double Pas
 /// <summary>One pass of the compile: its name, canonical invocation (all options), whether it changed the model, wall seconds and counters.</summary>
 public sealed record PassReport(string Name, string Options, bool Changed, double Seconds, SortedDictionary<string, long> Counters);
 
-/// <summary>Weight parameters of a lowered graph by role (from node-name prefixes of each weight's first user).</summary>
+/// <summary>Weight parameters of a lowered graph by role (<see cref="NodeRoles"/> of each weight's first user).</summary>
 public sealed record ParameterCounts(long Total, long Embedding, long Attention, long Norms, long Router, long RoutedExperts, long SharedExperts, long DenseMlp, long LmHead)
 {
     /// <summary>Counts initializers that are weights (named after checkpoint tensors, not builder constants under "/");
@@ -264,15 +265,17 @@ public sealed record ParameterCounts(long Total, long Embedding, long Attention,
             else if (t.DataType.IsFloatingPoint()) n = t.ElementCount;
             else continue;
             total += n;
-            string user = v.Uses.Count > 0 ? v.Uses[0].Node.Name : "";
-            if (user.Contains("layernorm/") || user.Contains("_norm/") || user.StartsWith("/model/norm/")) norms += n;
-            else if (user.StartsWith("/model/embed_tokens/")) embed += n;
-            else if (user.StartsWith("/lm_head/")) head += n;
-            else if (user.Contains("/attn/")) attn += n;
-            else if (user.Contains("/moe/router/")) router += n;
-            else if (user.Contains("/moe/experts")) routed += n;
-            else if (user.Contains("/moe/shared_expert")) shared += n;
-            else dense += n;
+            switch (NodeRoles.Of(v.Uses.Count > 0 ? v.Uses[0].Node.Name : ""))
+            {
+                case NodeRole.Norm: norms += n; break;
+                case NodeRole.Embedding: embed += n; break;
+                case NodeRole.LmHead: head += n; break;
+                case NodeRole.Attention: attn += n; break;
+                case NodeRole.Router: router += n; break;
+                case NodeRole.RoutedExpert: routed += n; break;
+                case NodeRole.SharedExpert or NodeRole.SharedExpertGate: shared += n; break;
+                default: dense += n; break;
+            }
         }
         return new ParameterCounts(total, embed, attn, norms, router, routed, shared, dense, head);
     }

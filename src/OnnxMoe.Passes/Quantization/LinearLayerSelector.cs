@@ -1,7 +1,9 @@
+using OnnxMoe.Structure;
+
 namespace OnnxMoe.Passes.Quantization;
 
 /// <summary>
-/// Decides from a node's hierarchical name (docs/graph-conventions) whether a linear layer is a
+/// Decides from a node's role (<see cref="NodeRoles"/>) and name whether a linear layer is a
 /// quantization target: its kind must be in the targets and no exclude pattern may match.
 /// </summary>
 public sealed class LinearLayerSelector
@@ -15,15 +17,15 @@ public sealed class LinearLayerSelector
         _exclude = exclude;
     }
 
-    /// <summary>The kind of linear layer a node name denotes.</summary>
-    public static QuantizeTargets Classify(string nodeName)
+    /// <summary>The kind of linear layer a node name denotes (its role: <see cref="NodeRoles"/>). A shared expert counts as an expert;
+    /// routers and the shared-expert gate are Other.</summary>
+    public static QuantizeTargets Classify(string nodeName) => NodeRoles.Of(nodeName) switch
     {
-        if (nodeName.Contains("/moe/experts.", StringComparison.Ordinal) || nodeName.Contains("/moe/shared_experts/", StringComparison.Ordinal))
-            return QuantizeTargets.Experts;
-        if (nodeName.Contains("/mlp/", StringComparison.Ordinal)) return QuantizeTargets.DenseMlp;
-        if (nodeName.Contains("/attn/", StringComparison.Ordinal)) return QuantizeTargets.Attention;
-        return QuantizeTargets.Other;
-    }
+        NodeRole.RoutedExpert or NodeRole.SharedExpert => QuantizeTargets.Experts,
+        NodeRole.DenseMlp => QuantizeTargets.DenseMlp,
+        NodeRole.Attention => QuantizeTargets.Attention,
+        _ => QuantizeTargets.Other,
+    };
 
     /// <summary>The exclude pattern matching <paramref name="nodeName"/>, or null.</summary>
     public string? ExcludedBy(string nodeName) => _exclude.FirstOrDefault(p => NameGlob.Matches(p, nodeName));

@@ -122,7 +122,7 @@ public sealed class AwqCalibrator : IAwqCalibration
                 var captured = new List<Value>();
                 void Capture(Value v) { if (!captured.Contains(v)) captured.Add(v); }
                 foreach (var g in blockGroups[p]) Capture(g.Input);
-                if (_options.Search.ClipSearch) foreach (var t in blockTargets[p].Where(t => !IsQueryOrKey(t))) Capture(t.Inputs[0]!);
+                if (_options.Search.ClipSearch) foreach (var t in blockTargets[p].Where(t => !NodeRoles.IsQueryOrKeyProjection(t.Name))) Capture(t.Inputs[0]!);
                 var records = new Dictionary<Value, ActivationRecord>(ReferenceEqualityComparer.Instance);
                 var output = runner.RunBlock(model, structure, p, hidden, windows, captured, (first, count, values) =>
                 {
@@ -153,7 +153,7 @@ public sealed class AwqCalibrator : IAwqCalibration
                         cancellation.ThrowIfCancellationRequested();
                         var w = t.Inputs[1]!;
                         float[]? clip = null;
-                        if (clipError != null && !IsQueryOrKey(t) && records.TryGetValue(t.Inputs[0]!, out var rec) && rec.Concatenated() is { } x)
+                        if (clipError != null && !NodeRoles.IsQueryOrKeyProjection(t.Name) && records.TryGetValue(t.Inputs[0]!, out var rec) && rec.Concatenated() is { } x)
                         {
                             clip = clipError.Search(w.ConstValue!, x.Data, rec.Channels, inputScales.GetValueOrDefault(t), format, _options.ClipTokens, _options.ClipMaxShrink);
                             clipped++;
@@ -206,8 +206,6 @@ public sealed class AwqCalibrator : IAwqCalibration
             return GraphBuilder.FloatTensor(weight.DataType, shape, Transpose(nk, n, k)).GetBytes().ToArray();
         }) { Name = weight.Name };
     }
-
-    private static bool IsQueryOrKey(Node n) => n.Name.Contains("/q_proj/", StringComparison.Ordinal) || n.Name.Contains("/k_proj/", StringComparison.Ordinal);
 
     /// <summary>
     /// Scale search of one group: for each ratio, the module's output error with the group's quantized weights replaced by their trial
