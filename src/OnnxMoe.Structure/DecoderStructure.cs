@@ -152,7 +152,7 @@ public sealed class AttentionStructure
     /// <summary>Value [B,S,heads*D]: the attention context entering o_proj.</summary>
     public string? Context { get; set; }
     /// <summary>Node: the com.microsoft GroupQueryAttention node this block's attention was fused into (pass fuse); null in the
-    /// standard form. Fused, RoPE is two RotaryEmbedding nodes and the KV cache lives in the node (present = past + new, or one
+    /// standard form. Fused, the node applies RoPE itself (do_rotary) and holds the KV cache (present = past + new, or one
     /// shared buffer of the maximum length when the caller binds the same buffer to past and present).</summary>
     public string? FusedNode { get; set; }
 }

@@ -19,7 +19,7 @@ internal static class CompileCommand
         var seqLen = new Option<int?>("--seq-len") { Description = "Tokens per calibration sample (default: the recipe's, else 2048 as in the paper)." };
         var fuse = new Option<string>("--fuse")
         {
-            Description = "on (default): end the pipeline with pass `fuse` (ONNX Runtime's fused MoE/QMoE, RotaryEmbedding and GroupQueryAttention ops, " +
+            Description = "on (default): end the pipeline with pass `fuse` (ONNX Runtime's fused MoE/QMoE, GroupQueryAttention and SkipSimplifiedLayerNormalization ops, " +
                           "measured faster on CPU; genai_config.json then shares the KV buffer); off: standard ONNX ops only.",
             DefaultValueFactory = _ => "on",
         };

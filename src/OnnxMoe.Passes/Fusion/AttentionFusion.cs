@@ -9,11 +9,13 @@ namespace OnnxMoe.Passes.Fusion;
 
 /// <summary>
 /// Rewrites each block's attention from the standard form (rotate-half RoPE by Mul/Split/Concat, KV cache by Concat,
-/// grouped-query attention by broadcasting MatMuls) into two com.microsoft <c>RotaryEmbedding</c> nodes (q and k,
-/// reading the graph's position_ids, so left-padded rows keep their positions) and one <c>GroupQueryAttention</c>
-/// node. The projections, q/k norms and clip stay as they are. The GQA node gets seqlens_k = total length - 1 for
-/// every row (padding counts as length) and the standard form's additive bias (causal and attention_mask), so it
-/// computes what the standard form computes for left padding too; present = past + new when past and present are
+/// grouped-query attention by broadcasting MatMuls) into one com.microsoft <c>GroupQueryAttention</c> node that applies
+/// RoPE itself (do_rotary=1, cos/sin caches of max_position_embeddings rows). The projections, q/k norms and clip stay
+/// as they are. The GQA node gets seqlens_k = total length - 1 for every row (padding counts as length) and the
+/// standard form's additive bias (causal and attention_mask). It takes each row's positions from seqlens_k (0.. for the
+/// prompt, total - 1 for a new token), not from position_ids: a left-padded row's positions are shifted by its padding,
+/// which RoPE does not see (q_m . k_n depends on m - n only) and the bias masks the padding, so it computes what the
+/// standard form computes for left padding too (to rounding: tested 1e-4); present = past + new when past and present are
 /// separate tensors, or one buffer of the maximum length when the caller binds the same buffer to both (ORT GenAI's
 /// past_present_share_buffer).
 /// </summary>
@@ -67,10 +69,9 @@ internal sealed class AttentionFusion
         using (_b.PushScope($"model/layers.{block.Index}/attn/fused"))
         {
             var (q, k, v) = PackedProjections(Flat(a.QueryHeads, nH, d), Flat(a.KeyHeads, kvH, d), Flat(a.ValueHeads, kvH, d));
-            q = Rotary(q, nH);
-            k = Rotary(k, kvH);
-            outputs = _b.Op("GroupQueryAttention", [q, k, v, pastK, pastV, _seqLens, _total, null, null, null, _bias], 3,
-                [Attribute.Int("num_heads", nH), Attribute.Int("kv_num_heads", kvH), Attribute.Float("scale", (float)(1.0 / Math.Sqrt(d)))],
+            outputs = _b.Op("GroupQueryAttention", [q, k, v, pastK, pastV, _seqLens, _total, _cos, _sin, null, _bias], 3,
+                [Attribute.Int("num_heads", nH), Attribute.Int("kv_num_heads", kvH), Attribute.Float("scale", (float)(1.0 / Math.Sqrt(d))),
+                 Attribute.Int("do_rotary", 1), Attribute.Int("rotary_interleaved", 0)],
                 [_type, _type, _type], MoeFusion.Domain);
         }
         outputs[0].Type = context.Type;
@@ -113,11 +114,12 @@ internal sealed class AttentionFusion
     /// <summary>
     /// q, k and v from one MatMulNBits when all three are MatMulNBits of the same input with the same K, bits, block size,
     /// accuracy level and zero-point presence (no bias, no g_idx): its B, scales and zero points are the three nodes' rows
-    /// stacked (row-major [N, ...], so the bytes are the three tensors one after the other), and a Split cuts the output
-    /// back into q, k and v. One GEMV of N = q + k + v columns replaces three (two fewer kernels per block and token);
-    /// each output element is computed from the same row and input as before. Otherwise the three as they are.
+    /// stacked (row-major [N, ...], so the bytes are the three tensors one after the other), and GroupQueryAttention reads
+    /// the packed [B, S, (H + 2 kvH) D] output as its query, key and value absent. One GEMV of N = q + k + v columns replaces
+    /// three (two fewer kernels per block and token, and no Split); each output element is computed from the same row and
+    /// input as before. Otherwise the three as they are.
     /// </summary>
-    private (Value Q, Value K, Value V) PackedProjections(Value q, Value k, Value v)
+    private (Value Q, Value? K, Value? V) PackedProjections(Value q, Value k, Value v)
     {
         if (q.Producer is not { } pq || k.Producer is not { } pk || v.Producer is not { } pv) return (q, k, v);
         Node[] nodes = [pq, pk, pv];
@@ -144,9 +146,8 @@ internal sealed class AttentionFusion
             [Attribute.Int("K", first.GetInt("K", 0)), Attribute.Int("N", widths.Sum()), Attribute.Int("bits", first.GetInt("bits", 0)),
              Attribute.Int("block_size", first.GetInt("block_size", 0)), Attribute.Int("accuracy_level", first.GetInt("accuracy_level", 0))],
             [_type], MoeFusion.Domain, name: "qkv_proj/MatMulNBits")[0];
-        var split = _b.Op("Split", [packed, _b.Int64s(widths)], 3, [Attribute.Int("axis", -1)], [_type, _type, _type]);
         _s.Counters.Add("qkv-packed");
-        return (split[0], split[1], split[2]);
+        return (packed, null, null);
     }
 
     /// <summary>The packed weight's name from its parts' (checkpoint-derived, so parameter counts see a weight):
@@ -176,13 +177,6 @@ internal sealed class AttentionFusion
             return x;
         return _b.Reshape(value, 0, 0, (long)h * d);
     }
-
-    private Value Rotary(Value x, int heads) =>
-        _b.Op("RotaryEmbedding", [x, PositionIds(), _cos, _sin], 1,
-            [Attribute.Int("num_heads", heads), Attribute.Int("interleaved", 0)], [_type], MoeFusion.Domain)[0];
-
-    private Value PositionIds() =>
-        _s.Graph.Inputs.FirstOrDefault(v => v.Name == "position_ids") ?? throw new PassException("fuse", "the graph has no position_ids input");
 
     /// <summary>What every fused block reads, built once: RoPE caches [positions, D/2], seqlens_k, total_sequence_length and the bias.</summary>
     private void Shared()

@@ -8,7 +8,7 @@ namespace OnnxMoe.Passes.Fusion;
 /// Converts the decoder from the standard form (plain ONNX ops, what every other pass reads and rewrites) into
 /// ONNX Runtime's fused contrib ops, as the last step of a pipeline: each MoE layer's routed experts become one
 /// com.microsoft <c>MoE</c> node (float experts) or <c>QMoE</c> node (experts quantized by quantize-int4); each block's
-/// RoPE, KV cache and attention become RotaryEmbedding + GroupQueryAttention; each RMSNorm becomes
+/// RoPE, KV cache and attention become one GroupQueryAttention (do_rotary, q/k/v packed where quantized); each RMSNorm becomes
 /// SimplifiedLayerNormalization, or SkipSimplifiedLayerNormalization with the residual Add before it (f32 graphs). A layer
 /// that a fused node cannot express keeps its standard ops, and the pass says why. Passes that need the standard form
 /// (prune-experts, quantize-int4, AWQ) refuse a fused model: run them before fuse. Passes that cut or rewire the residual
@@ -24,13 +24,13 @@ public sealed class FusePass : Pass
         "(measured faster on CPU); all: float experts into MoE too (ORT's CPU MoE kernel measured 0.9x decode, 0.6x prefill of the standard form in fp32); off",
         Quantized, All, Off);
     public static readonly PassOption<bool> Attention = PassOption.Bool("attention", true,
-        "fuse RoPE, the KV cache and attention into RotaryEmbedding + GroupQueryAttention (KV cache shareable as one buffer)");
+        "fuse RoPE, the KV cache and attention into one GroupQueryAttention that applies RoPE itself (KV cache shareable as one buffer)");
     public static readonly PassOption<bool> Norm = PassOption.Bool("norm", true, "fuse each RMSNorm chain into one SimplifiedLayerNormalization");
     public static readonly PassOption<bool> SkipNorm = PassOption.Bool("skip-norm", true, "fold each residual Add and the norm reading its sum " +
         "(block norms, final norm) into one com.microsoft SkipSimplifiedLayerNormalization (output 3 = the residual sum); f32 graphs only, needs norm");
 
     public static readonly PassInfo Info = new("fuse",
-        "Rewrites MoE layers into com.microsoft MoE / QMoE, attention into RotaryEmbedding + GroupQueryAttention, RMSNorms into SimplifiedLayerNormalization " +
+        "Rewrites MoE layers into com.microsoft MoE / QMoE, attention into GroupQueryAttention (RoPE inside), RMSNorms into SimplifiedLayerNormalization " +
         "or, with the residual Add before them, SkipSimplifiedLayerNormalization (run it last).",
         Moe, Attention, Norm, SkipNorm);
 

@@ -91,7 +91,7 @@ public sealed class CliTests
             Assert.DoesNotContain("   at ", r.Stderr);
         }
         Assert.False(File.Exists(tmp["out.onnx"]));
-        Assert.Empty(Directory.GetFiles(tmp.Path).Where(f => !f.EndsWith("bad.onnx")));
+        Assert.DoesNotContain(Directory.GetFiles(tmp.Path), f => !f.EndsWith("bad.onnx"));
     }
 
     [Fact]
@@ -119,7 +119,7 @@ public sealed class CliTests
         Assert.True(r.ExitCode == 1, r.ToString());
         Assert.Contains(Path.GetFileName(shard), r.Stderr);
         Assert.False(Directory.Exists(tmp["out"]));
-        Assert.Empty(Directory.GetDirectories(tmp.Path).Where(d => Path.GetFileName(d) != "ckpt"));
+        Assert.DoesNotContain(Directory.GetDirectories(tmp.Path), d => Path.GetFileName(d) != "ckpt");
     }
 
     [Fact]

@@ -30,7 +30,14 @@ public sealed class AttentionFusionTests
         Assert.Equal(s.NumLayers, report.Counters.GetValueOrDefault("attention-fused"));
         Assert.All(s.Blocks, b => Assert.NotNull(b.Attention.FusedNode));
         Assert.DoesNotContain(fused.Model.Graph.Nodes, n => n.OpType == "Concat" && n.Name.Contains("/kv_cache/", StringComparison.Ordinal));
-        // The projections feed RotaryEmbedding and GroupQueryAttention as they are; only Qwen3's per-head q/k norm needs
+        // RoPE runs inside GroupQueryAttention (do_rotary), from the shared cos/sin caches.
+        Assert.DoesNotContain(fused.Model.Graph.Nodes, n => n.OpType == "RotaryEmbedding");
+        Assert.All(fused.Model.Graph.Nodes.Where(n => n.OpType == "GroupQueryAttention"), n =>
+        {
+            Assert.Equal(1, n.GetInt("do_rotary", 0));
+            Assert.Equal(["/model/rotary_emb/cos_cache", "/model/rotary_emb/sin_cache"], n.Inputs.Skip(7).Take(2).Select(v => v?.Name));
+        });
+        // The projections feed GroupQueryAttention (RoPE inside) as they are; only Qwen3's per-head q/k norm needs
         // [B,S,H,D] and back (two reshapes each for q and k).
         int reshapes = fused.Model.Graph.Nodes.Count(n => n.OpType == "Reshape" && n.Name.Contains("/attn/", StringComparison.Ordinal));
         Assert.Equal(family == "qwen3_moe" ? 4 * s.NumLayers : 0, reshapes);

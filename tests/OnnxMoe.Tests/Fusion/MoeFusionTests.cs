@@ -51,6 +51,10 @@ public sealed class MoeFusionTests
             int packable = family is "mixtral" or "deepseek" ? s.NumLayers : 0;
             Assert.Equal(packable, report.Counters.GetValueOrDefault("qkv-packed"));
             Assert.Equal(packable, fused.Model.Graph.Nodes.Count(n => n.OpType == "MatMulNBits" && n.Name.EndsWith("/qkv_proj/MatMulNBits", StringComparison.Ordinal)));
+            // GroupQueryAttention reads the packed output as its query, key and value absent (no Split).
+            Assert.Equal(packable, fused.Model.Graph.Nodes.Count(n => n.OpType == "GroupQueryAttention" && n.Inputs[0]?.Producer?.OpType == "MatMulNBits"
+                && n.Inputs[1] == null && n.Inputs[2] == null));
+            Assert.DoesNotContain(fused.Model.Graph.Nodes, n => n.OpType == "Split" && n.Name.Contains("/attn/", StringComparison.Ordinal));
         }
         var expected = Logits(standard.Model, ids);
         var actual = Logits(fused.Model, ids);
