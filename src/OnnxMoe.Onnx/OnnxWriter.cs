@@ -2,7 +2,6 @@ using Google.Protobuf;
 using OnnxMoe.Ir;
 using OnnxMoe.Ir.Tensors;
 
-using OnnxMoe.Onnx.Proto;
 
 namespace OnnxMoe.Onnx;
 

@@ -1,6 +1,5 @@
 using System.Buffers.Binary;
 using System.Runtime.InteropServices;
-using Google.Protobuf;
 using OnnxMoe.Ir;
 using OnnxMoe.Onnx.Proto;
 

@@ -1,4 +1,3 @@
-using OnnxMoe.Ir.Tensors;
 using Ort = Microsoft.ML.OnnxRuntime;
 
 namespace OnnxMoe.Runtime;

@@ -1,4 +1,3 @@
-using System.Reflection;
 using System.Runtime.InteropServices;
 using Ort = Microsoft.ML.OnnxRuntime;
 

@@ -1,6 +1,5 @@
 using System.CommandLine;
 using OnnxMoe.Compiler.Bench;
-using OnnxMoe.Ir;
 
 namespace OnnxMoe.Cli.Commands;
 

@@ -1,7 +1,5 @@
 using System.CommandLine;
 using OnnxMoe.Compiler.Compile;
-using OnnxMoe.Ir;
-using OnnxMoe.Passes;
 
 namespace OnnxMoe.Cli.Commands;
 

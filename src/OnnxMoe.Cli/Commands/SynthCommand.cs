@@ -1,5 +1,4 @@
 using System.CommandLine;
-using System.Globalization;
 using OnnxMoe.Ir;
 using OnnxMoe.Lowering;
 

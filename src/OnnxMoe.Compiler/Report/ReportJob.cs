@@ -9,7 +9,6 @@ using OnnxMoe.Inference.Generation;
 using OnnxMoe.Inference.Models;
 using OnnxMoe.Ir;
 using OnnxMoe.Passes;
-using OnnxMoe.Runtime;
 
 namespace OnnxMoe.Compiler.Report;
 

@@ -1,7 +1,6 @@
 using System.Text.Json;
 using OnnxMoe.Compiler.Compile;
 using OnnxMoe.Inference.Models;
-using OnnxMoe.Inference.Tokenization;
 using OnnxMoe.Ir;
 using OnnxMoe.Ir.Tensors;
 using OnnxMoe.Onnx;

@@ -12,7 +12,7 @@ public static class RegionExtractor
 {
     /// <summary>The nodes computing <paramref name="outputs"/> from <paramref name="cut"/>, graph inputs and initializers, and the values the region reads
     /// from outside (cut values, graph inputs, initializers).</summary>
-    public static (HashSet<Node> Nodes, HashSet<Value> Leaves) Collect(Graph graph, IReadOnlyList<Value> cut, IReadOnlyList<Value> outputs)
+    public static (HashSet<Node> Nodes, HashSet<Value> Leaves) Collect(IReadOnlyList<Value> cut, IReadOnlyList<Value> outputs)
     {
         var cutSet = new HashSet<Value>(cut, ReferenceEqualityComparer.Instance);
         var needed = new HashSet<Node>(ReferenceEqualityComparer.Instance);
@@ -44,7 +44,7 @@ public static class RegionExtractor
     {
         var graph = source.Graph;
         var asInputs = new HashSet<Value>(weightsAsInputs ?? [], ReferenceEqualityComparer.Instance);
-        var (needed, leaves) = Collect(graph, cut, outputs);
+        var (needed, leaves) = Collect(cut, outputs);
 
         var result = new Graph(graph.Name + "_region");
         var map = new Dictionary<Value, Value>(ReferenceEqualityComparer.Instance);

@@ -67,7 +67,7 @@ public sealed class IrPrinter
         string attrs = f.AttributeNames.Count == 0 ? "" : $" attributes [{string.Join(", ", f.AttributeNames)}]";
         Line(0, $"func {op}({string.Join(", ", f.Body.Inputs.Select(Ref))}) -> ({string.Join(", ", f.Body.Outputs.Select(Ref))}){attrs} {{");
         foreach (var o in f.OpsetImports) Line(1, $"opset {Quote(o.Domain)} {o.Version}");
-        foreach (var a in f.AttributeDefaults) Line(1, $"default {FormatAttribute(a, 1)}");
+        foreach (var a in f.AttributeDefaults) Line(1, $"default {FormatAttribute(a)}");
         foreach (var v in f.Body.ValueInfos) Line(1, $"info {Typed(v)}");
         foreach (var n in f.Body.Nodes) PrintNode(n, 1);
         Line(0, "}");
@@ -95,7 +95,7 @@ public sealed class IrPrinter
         if (n.Overload.Length > 0) sb.Append(':').Append(Quote(n.Overload));
         sb.Append('(').Append(string.Join(", ", n.Inputs.Select(v => v == null ? "_" : Ref(v)))).Append(')');
         var inline = n.Attributes.Where(a => !a.Subgraphs.Any()).ToList();
-        if (inline.Count > 0) sb.Append(" {").Append(string.Join(", ", inline.Select(a => FormatAttribute(a, indent)))).Append('}');
+        if (inline.Count > 0) sb.Append(" {").Append(string.Join(", ", inline.Select(a => FormatAttribute(a)))).Append('}');
         if (n.Name.Length > 0) sb.Append("  @").Append(Quote(n.Name));
         Line(indent, sb.ToString());
         foreach (var a in n.Attributes)
@@ -106,7 +106,7 @@ public sealed class IrPrinter
         }
     }
 
-    private string FormatAttribute(Attribute a, int indent)
+    private string FormatAttribute(Attribute a)
     {
         if (a.RefAttrName != null) return $"{a.Name} = @{a.RefAttrName}: {a.Type}";
         string value = a.Value switch

@@ -86,7 +86,7 @@ public sealed class BlockStateCache(IRegionRunner runner) : IDisposable
     /// <summary>What a region computes: its nodes (op, name, attributes, value names) and the identity of every initializer tensor it reads.</summary>
     private string Fingerprint(Model model, IReadOnlyList<Value> cut, IReadOnlyList<Value> outputs)
     {
-        var (nodes, leaves) = RegionExtractor.Collect(model.Graph, cut, outputs);
+        var (nodes, leaves) = RegionExtractor.Collect(cut, outputs);
         var text = new StringBuilder();
         foreach (var n in model.Graph.Nodes)
         {

@@ -1,5 +1,4 @@
 using System.Buffers;
-using System.Globalization;
 using System.Runtime.InteropServices;
 using OnnxMoe.Ir;
 using OnnxMoe.Ir.Tensors;

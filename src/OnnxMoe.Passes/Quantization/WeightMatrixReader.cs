@@ -1,7 +1,6 @@
 using System.Numerics.Tensors;
 using System.Runtime.InteropServices;
 using OnnxMoe.Ir;
-using OnnxMoe.Ir.Tensors;
 using Tensor = OnnxMoe.Ir.Tensors.Tensor;
 
 namespace OnnxMoe.Passes.Quantization;

@@ -1,8 +1,6 @@
 using OnnxMoe.Passes.Calibration;
 using OnnxMoe.Passes.Quantization.Awq;
-using OnnxMoe.Compiler.Calibration;
 using OnnxMoe.Passes.Quantization;
-using OnnxMoe.Runtime;
 using OnnxMoe.Structure;
 using Xunit.Abstractions;
 
@@ -26,7 +24,7 @@ public sealed class AwqBlockwiseTests(ITestOutputHelper output) : IDisposable
         var structure = DecoderStructure.Read(model);
         var group = new ScaleGroupFinder(model, new LinearLayerSelector(QuantizeTargets.All, QuantizeInt4Options.DefaultExclude)).Find()
             .First(g => g.Name.EndsWith("post_attention_layernorm -> moe", StringComparison.Ordinal));
-        var parts = ModuleParts.Split(model, group);
+        var parts = ModuleParts.Split(group);
         Assert.Equal(experts + shared, parts.Count);
         Assert.Equal(experts, parts.Count(p => p.Indices != null));
         Assert.Equal(group.Quantized.Count, parts.Sum(p => p.Weights.Count));

@@ -1,6 +1,5 @@
 using OnnxMoe.Passes.Calibration;
 using OnnxMoe.Passes.Quantization.Awq;
-using OnnxMoe.Inference.Tokenization;
 using OnnxMoe.Passes.Quantization;
 using Xunit.Abstractions;
 

@@ -2,7 +2,6 @@ using System.Text.Json;
 using OnnxMoe.Compiler.Bench;
 using OnnxMoe.Compiler.Compile;
 using OnnxMoe.Ir;
-using OnnxMoe.Passes;
 using OnnxMoe.Tests.Lowering;
 
 namespace OnnxMoe.Tests.Bench;

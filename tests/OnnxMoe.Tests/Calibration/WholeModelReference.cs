@@ -30,12 +30,12 @@ internal sealed class WholeModelScores(IReadOnlyList<int[]> data, int batchSize 
         }
         var sums = new double[length];
         using (calibration)
-            RunBatches(calibration.Session, s, [WholeModelProbes.StatsOutput], "scores", cancellationToken, result => Accumulate(sums, result[0].GetSpan<float>()));
+            RunBatches(calibration.Session, s, [WholeModelProbes.StatsOutput], cancellationToken, result => Accumulate(sums, result[0].GetSpan<float>()));
         return ToScores(s, segments, sums, (long)_data.Count * _data[0].Length);
     }
 
     /// <summary>Runs every batch of samples through <paramref name="session"/> with an empty KV cache, handing each result to <paramref name="use"/>.</summary>
-    private void RunBatches(InferenceSession session, DecoderStructure s, IReadOnlyList<string> outputs, string stage,
+    private void RunBatches(InferenceSession session, DecoderStructure s, IReadOnlyList<string> outputs,
         CancellationToken cancellationToken, Action<RunResult> use)
     {
         var samples = _data;

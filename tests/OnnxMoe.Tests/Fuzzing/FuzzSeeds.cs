@@ -1,6 +1,5 @@
 using System.Text;
 using OnnxMoe.Checkpoints;
-using OnnxMoe.Inference.Models;
 using OnnxMoe.Ir;
 using OnnxMoe.Ir.Tensors;
 using OnnxMoe.Lowering;

@@ -6,7 +6,6 @@ using OnnxMoe.Inference.Generation;
 using OnnxMoe.Inference.Models;
 using DataType = OnnxMoe.Ir.DataType;
 using OnnxMoe.Lowering;
-using OnnxMoe.Passes;
 using OnnxMoe.Runtime;
 using OnnxMoe.Tests.Lowering;
 using OrtGenerator = OnnxMoe.Inference.Generation.Generator;

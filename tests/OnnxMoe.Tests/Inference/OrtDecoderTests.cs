@@ -1,7 +1,6 @@
 using OnnxMoe.Inference.Evaluation;
 using OnnxMoe.Inference.Generation;
 using OnnxMoe.Inference.Models;
-using OnnxMoe.Inference.Tokenization;
 using OnnxMoe.Ir;
 using OnnxMoe.Ir.Tensors;
 using OnnxMoe.Onnx;

@@ -1,4 +1,3 @@
-using OnnxMoe.Ir;
 using OnnxMoe.Structure;
 using OnnxMoe.Tests.Trimming;
 using static OnnxMoe.Tests.Trimming.TrimmingFixture;

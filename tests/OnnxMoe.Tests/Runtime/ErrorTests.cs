@@ -1,4 +1,3 @@
-using OnnxMoe.Ir;
 using OnnxMoe.Runtime;
 
 namespace OnnxMoe.Tests.Runtime;

@@ -1,7 +1,5 @@
 using System.Collections.Concurrent;
 using System.Diagnostics;
-using Google.Protobuf;
-using OnnxMoe.Ir;
 using OnnxMoe.Ir.Printing;
 using OnnxMoe.Onnx;
 using OnnxMoe.Onnx.Proto;

@@ -1,6 +1,5 @@
 using Google.Protobuf;
 using OnnxMoe.Ir;
-using OnnxMoe.Ir.Printing;
 using OnnxMoe.Ir.Tensors;
 using OnnxMoe.Onnx;
 using OnnxMoe.Onnx.Proto;

@@ -1,6 +1,5 @@
 using System.Collections;
 using Google.Protobuf;
-using Google.Protobuf.Reflection;
 
 namespace OnnxMoe.Tests.Serialization;
 

@@ -1,4 +1,3 @@
-using OnnxMoe.Passes;
 using OnnxMoe.Structure;
 using OnnxMoe.Tests.Lowering;
 using static OnnxMoe.Tests.Trimming.TrimmingFixture;

@@ -1,4 +1,3 @@
-using OnnxMoe.Passes;
 using OnnxMoe.Compiler.Compile;
 using OnnxMoe.Compiler.Analysis;
 using OnnxMoe.Compiler.Calibration;

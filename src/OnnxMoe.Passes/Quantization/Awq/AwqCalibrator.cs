@@ -99,7 +99,7 @@ public sealed class AwqCalibrator : IAwqCalibration
         for (int p = 0; p < structure.Blocks.Count; p++)
         {
             var b = structure.Blocks[p];
-            var (nodes, _) = RegionExtractor.Collect(model.Graph, [BlockStateCache.Value(model, b.Input)], [BlockStateCache.Value(model, b.Output)]);
+            var (nodes, _) = RegionExtractor.Collect([BlockStateCache.Value(model, b.Input)], [BlockStateCache.Value(model, b.Output)]);
             blockGroups[p] = unassignedGroups.Where(g => g.Input.Producer is { } n && nodes.Contains(n)).ToList();
             blockTargets[p] = unassignedTargets.Where(nodes.Contains).ToList();
             unassignedGroups.RemoveAll(blockGroups[p].Contains);
@@ -230,7 +230,7 @@ public sealed class AwqCalibrator : IAwqCalibration
         var wMean = _options.Search.DuoScaling ? WeightChannelMeans(weights, channels, format.BlockSize) : null;
         // A module whose trial weights are small runs whole (one run per trial instead of one per expert); a large one part by part.
         long trialBytes = weights.Sum(w => w.ConstValue!.ElementCount * sizeof(float));
-        var parts = trialBytes <= regionRunner.LargeBlockBytes / 4 ? [ModuleParts.Whole(group)] : ModuleParts.Split(model, group);
+        var parts = trialBytes <= regionRunner.LargeBlockBytes / 4 ? [ModuleParts.Whole(group)] : ModuleParts.Split(group);
         var scales = Enumerable.Range(0, _options.Search.GridPoints).Select(r => Scales(xMean, wMean, (double)r / _options.Search.GridPoints)).ToList();
         var losses = new double[_options.Search.GridPoints];
         var buffers = new TrialBuffers();

@@ -1,5 +1,4 @@
 using OnnxMoe.Ir;
-using OnnxMoe.Passes.Quantization;
 
 namespace OnnxMoe.Passes.Quantization.Awq;
 

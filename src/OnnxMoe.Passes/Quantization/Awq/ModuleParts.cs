@@ -20,11 +20,11 @@ internal static class ModuleParts
 
     /// <summary>The module's parts: one per ScatterND the quantized linears feed, one per Add joining the rest to the experts' sum; the
     /// whole module as one part when there are no experts or a linear feeds several.</summary>
-    public static List<ModulePart> Split(Model model, ScaleGroup group)
+    public static List<ModulePart> Split(ScaleGroup group)
     {
         var weights = group.Quantized.Select(n => n.Inputs[1]!).ToList();
         List<ModulePart> whole = [Whole(group)];
-        var (nodes, _) = RegionExtractor.Collect(model.Graph, [group.Input], [group.ModuleOutput]);
+        var (nodes, _) = RegionExtractor.Collect([group.Input], [group.ModuleOutput]);
         var scatters = nodes.Where(n => n.OpType == "ScatterND" && n.Inputs.Count == 3).ToList();
         if (scatters.Count == 0 || group.Quantized.Count < 2) return whole;
 

@@ -1,5 +1,4 @@
 using OnnxMoe.Ir;
-using OnnxMoe.Passes.Quantization;
 using OnnxMoe.Structure;
 
 namespace OnnxMoe.Passes.Quantization.Awq;
@@ -48,7 +47,6 @@ public sealed class ScaleGroup
 /// </summary>
 public sealed class ScaleGroupFinder
 {
-    private readonly Model _model;
     private readonly DecoderStructure _structure;
     private readonly LinearLayerSelector _selector;
     private readonly Dictionary<string, Node> _nodes = new(StringComparer.Ordinal);
@@ -57,7 +55,6 @@ public sealed class ScaleGroupFinder
 
     public ScaleGroupFinder(Model model, LinearLayerSelector selector)
     {
-        _model = model;
         _structure = DecoderStructure.Read(model);
         _selector = selector;
         foreach (var n in model.Graph.Nodes)
