@@ -12,8 +12,12 @@ namespace OnnxMoe.Compiler.Analysis;
 /// </summary>
 public static class Analyzer
 {
+    /// <summary>The passes whose choices the scores make (what a recipe "removes").</summary>
+    private static readonly HashSet<string> TrimmingSteps = new(StringComparer.Ordinal) { DropBlocksPass.Info.Name, DropMoeLayersPass.Info.Name, PruneExpertsPass.Info.Name };
+
     /// <summary>Scores <paramref name="model"/> (unchanged afterwards) and evaluates <paramref name="recipeNames"/>
-    /// (built-in names or recipe files; default: every built-in recipe) against the scores.</summary>
+    /// (built-in names or recipe files; default: every built-in recipe that trims, i.e. has a step the scores choose for)
+    /// against the scores.</summary>
     public static AnalysisReport Run(Model model, ICalibrationScores scores, PassRegistry registry, IEnumerable<string>? recipeNames = null,
         CancellationToken cancellationToken = default)
     {
@@ -23,7 +27,9 @@ public static class Analyzer
         {
             try
             {
-                recipes.Add((name, RecipeLoader.Resolve(name, registry), null));
+                var recipe = RecipeLoader.Resolve(name, registry);
+                if (recipeNames == null && !recipe.Pipeline.Steps.Any(s => TrimmingSteps.Contains(s.Name))) continue;
+                recipes.Add((name, recipe, null));
             }
             catch (UserErrorException e)
             {

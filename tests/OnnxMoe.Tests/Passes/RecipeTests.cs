@@ -35,7 +35,7 @@ public class RecipeTests
     [Fact]
     public void Built_in_recipes_are_listed_and_map_to_pipelines()
     {
-        Assert.Equal(["block-drop-4", "block-drop-8", "block-drop-awq", "block-drop-awq-fast", "expert-drop", "layer-drop-4", "layer-drop-8"], BuiltinRecipes.Names);
+        Assert.Equal(["block-drop-4", "block-drop-8", "block-drop-awq", "block-drop-awq-fast", "expert-drop", "int4-awq", "int4-rtn", "layer-drop-4", "layer-drop-8"], BuiltinRecipes.Names);
         var expected = new Dictionary<string, string>
         {
             ["block-drop-4"] = "drop-blocks{n=12.5%},cleanup",
@@ -43,6 +43,8 @@ public class RecipeTests
             ["block-drop-awq"] = "drop-blocks{n=25%},quantize-int4{method=awq,lm-head-bits=8},cleanup",
             ["block-drop-awq-fast"] = "drop-blocks{n=25%},quantize-int4{method=awq,lm-head-bits=8},cleanup",
             ["expert-drop"] = "prune-experts{keep=75%,mode=global},cleanup",
+            ["int4-awq"] = "quantize-int4{method=awq,lm-head-bits=8},cleanup",
+            ["int4-rtn"] = "quantize-int4{lm-head-bits=8},cleanup",
             ["layer-drop-4"] = "drop-moe-layers{n=12.5%},cleanup",
             ["layer-drop-8"] = "drop-moe-layers{n=25%},cleanup",
         };
@@ -134,7 +136,7 @@ public class RecipeTests
     {
         var e = Assert.Throws<RecipeException>(() => RecipeLoader.Resolve("block-drop-9", Registry()));
         Assert.Contains("did you mean 'block-drop-4'?", e.Message);
-        Assert.Contains("built-in: block-drop-4, block-drop-8, block-drop-awq, block-drop-awq-fast, expert-drop, layer-drop-4, layer-drop-8", e.Message);
+        Assert.Contains("built-in: block-drop-4, block-drop-8, block-drop-awq, block-drop-awq-fast, expert-drop, int4-awq, int4-rtn, layer-drop-4, layer-drop-8", e.Message);
     }
 
     [Fact]
