@@ -46,7 +46,7 @@ GOLDEN_PROMPTS = ["In the beginning God created",
                   "Blessed are the poor in spirit: for theirs is the kingdom of heaven. Blessed are they that mourn"]
 SAMPLE_PROMPTS = ["And God said,", "The LORD is my shepherd;", "Jesus answered and said unto them,"]
 
-STEPS_SMALL = 250  # under an hour on 1 thread of the loaded, shared 2-core machine (about 10 s wall per step measured)
+STEPS_SMALL = 1400  # 78 min wall measured on one core of the 2-core machine (3.3 s per step, 2.8 s CPU; the other core busy)
 MODELS = {
     "tiny-mixtral": {
         "tokenizer": dict(style="sentencepiece", vocab_size=2048),
