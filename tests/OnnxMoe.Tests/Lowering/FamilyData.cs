@@ -20,8 +20,8 @@ internal static class FamilyData
 
     public static IEnumerable<string> Names => Directory.GetDirectories(Root).Select(Path.GetFileName).Order(StringComparer.Ordinal)!;
 
-    /// <summary>The bundled trained models (models/tiny-*), which carry golden logits in the same layout.</summary>
-    public static IEnumerable<string> TrainedModels => ["tiny-deepseek", "tiny-mixtral"];
+    /// <summary>The bundled trained models (models/small-mixtral, models/tiny-*), which carry golden logits in the same layout.</summary>
+    public static IEnumerable<string> TrainedModels => ["small-mixtral", "tiny-deepseek", "tiny-mixtral"];
 
     public static string Dir(string name) => TrainedModels.Contains(name)
         ? Path.GetFullPath(Path.Combine(Root, "..", "..", "..", "models", name))
