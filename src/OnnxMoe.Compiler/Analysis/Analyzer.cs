@@ -12,11 +12,8 @@ namespace OnnxMoe.Compiler.Analysis;
 /// </summary>
 public static class Analyzer
 {
-    /// <summary>The passes whose choices the scores make (what a recipe "removes").</summary>
-    private static readonly HashSet<string> TrimmingSteps = new(StringComparer.Ordinal) { DropBlocksPass.Info.Name, DropMoeLayersPass.Info.Name, PruneExpertsPass.Info.Name };
-
     /// <summary>Scores <paramref name="model"/> (unchanged afterwards) and evaluates <paramref name="recipeNames"/>
-    /// (built-in names or recipe files; default: every built-in recipe that trims, i.e. has a step the scores choose for)
+    /// (built-in names or recipe files; default: every built-in recipe that trims, i.e. runs a <see cref="TrimmingPass"/>)
     /// against the scores.</summary>
     public static AnalysisReport Run(Model model, ICalibrationScores scores, PassRegistry registry, IEnumerable<string>? recipeNames = null,
         CancellationToken cancellationToken = default)
@@ -28,7 +25,7 @@ public static class Analyzer
             try
             {
                 var recipe = RecipeLoader.Resolve(name, registry);
-                if (recipeNames == null && !recipe.Pipeline.Steps.Any(s => TrimmingSteps.Contains(s.Name))) continue;
+                if (recipeNames == null && !recipe.Pipeline.Steps.SelectMany(s => s.CreatePasses()).Any(p => p is TrimmingPass)) continue;
                 recipes.Add((name, recipe, null));
             }
             catch (UserErrorException e)
