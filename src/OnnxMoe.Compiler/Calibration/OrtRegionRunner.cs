@@ -52,7 +52,9 @@ public sealed class OrtRegionRunner : IRegionRunner, IDisposable
         if (Options.BatchSize < 1) throw new ArgumentException("calibration batch size must be at least 1");
         if (Options.MemoryBudget < 0) throw new UserErrorException($"--calibration-memory must be positive, got {Options.MemoryBudget}");
         Budget = Options.MemoryBudget > 0 ? Options.MemoryBudget : DefaultMemoryBudget();
-        _session = Options.Session ?? new SessionConfig();
+        // Calibration alternates region runs with C# work on the same cores (AWQ's trial weights, the clip search's errors): ORT's pool
+        // threads spinning for the next run would take those cores from it, so they sleep between runs.
+        _session = (Options.Session ?? new SessionConfig()).With(("session.intra_op.allow_spinning", "0"));
         // A block's session runs a few batches once: ORT's prepacked copies of its weights would double what it holds. Small blocks keep
         // them (faster); the choice depends on the block alone, so the same model gives the same bytes on every machine.
         _unpackedSession = _session.With(("session.disable_prepacking", "1"));

@@ -115,20 +115,28 @@ public sealed class GraphBuilder
     /// <summary>Scalar float constant of element type <paramref name="type"/> (f32, f16 or bf16).</summary>
     public Value FloatScalar(float value, DataType type = DataType.Float) => Constant(FloatTensor(type, [], [value]));
 
-    public static Tensor FloatTensor(DataType type, long[] shape, ReadOnlySpan<float> values) => type switch
-    {
-        DataType.Float => InMemoryTensor.FromFloats(shape, values),
-        DataType.Float16 => InMemoryTensor.FromHalves(shape, values.ToArray().Select(f => (Half)f).ToArray()),
-        DataType.BFloat16 => new InMemoryTensor(DataType.BFloat16, shape,
-            MemoryMarshal.AsBytes(values.ToArray().Select(f => BFloat16Bits(f)).ToArray().AsSpan()).ToArray()),
-        _ => throw new ArgumentException($"{type.Name()} is not a float type"),
-    };
+    public static Tensor FloatTensor(DataType type, long[] shape, ReadOnlySpan<float> values) => new InMemoryTensor(type, shape, FloatBytes(type, values));
 
-    private static ushort BFloat16Bits(float f)
+    /// <summary>The raw little-endian bytes of <paramref name="values"/> as f32, f16 or bf16 (both rounded to nearest even).</summary>
+    public static byte[] FloatBytes(DataType type, ReadOnlySpan<float> values)
     {
-        uint bits = BitConverter.SingleToUInt32Bits(f);
-        if (float.IsNaN(f)) return 0x7FC0;
-        return (ushort)((bits + 0x7FFF + ((bits >> 16) & 1)) >> 16);
+        switch (type)
+        {
+            case DataType.Float: return MemoryMarshal.AsBytes(values).ToArray();
+            case DataType.Float16:
+                {
+                    var bytes = new byte[values.Length * 2L];
+                    System.Numerics.Tensors.TensorPrimitives.ConvertToHalf(values, MemoryMarshal.Cast<byte, Half>(bytes.AsSpan()));
+                    return bytes;
+                }
+            case DataType.BFloat16:
+                {
+                    var bytes = new byte[values.Length * 2L];
+                    TensorKernels.SingleToBFloat16(values, MemoryMarshal.Cast<byte, ushort>(bytes.AsSpan()));
+                    return bytes;
+                }
+            default: throw new ArgumentException($"{type.Name()} is not a float type");
+        }
     }
 
     // ---- generic node -----------------------------------------------------------------------------

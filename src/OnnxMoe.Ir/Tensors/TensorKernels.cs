@@ -46,6 +46,41 @@ public static class TensorKernels
         for (; i < n; i++) Unsafe.Add(ref d, i) = (uint)Unsafe.Add(ref s, i) << 16;
     }
 
+    /// <summary>f32 to bf16 bit patterns, rounded to nearest even (NaN to the quiet NaN 0x7FC0): the bits plus 0x7FFF plus the kept
+    /// part's lowest bit, shifted right by 16.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
+    public static void SingleToBFloat16(ReadOnlySpan<float> source, Span<ushort> destination)
+    {
+        if (destination.Length < source.Length) throw new ArgumentException("destination is shorter than source");
+        int n = source.Length, i = 0;
+        ref uint s = ref Unsafe.As<float, uint>(ref MemoryMarshal.GetReference(source));
+        ref ushort d = ref MemoryMarshal.GetReference(destination);
+        if (Vector256.IsHardwareAccelerated)
+        {
+            var bias = Vector256.Create(0x7FFFu);
+            var one = Vector256.Create(1u);
+            var nan = Vector256.Create(0x7FC0u);
+            for (; i <= n - Vector256<ushort>.Count; i += Vector256<ushort>.Count)
+            {
+                var lo = Vector256.LoadUnsafe(ref s, (nuint)i);
+                var hi = Vector256.LoadUnsafe(ref s, (nuint)(i + Vector256<uint>.Count));
+                Vector256.Narrow(Round(lo, bias, one, nan), Round(hi, bias, one, nan)).StoreUnsafe(ref d, (nuint)i);
+            }
+        }
+        for (; i < n; i++)
+        {
+            uint bits = Unsafe.Add(ref s, i);
+            Unsafe.Add(ref d, i) = float.IsNaN(BitConverter.UInt32BitsToSingle(bits)) ? (ushort)0x7FC0 : (ushort)((bits + 0x7FFF + ((bits >> 16) & 1)) >> 16);
+        }
+
+        static Vector256<uint> Round(Vector256<uint> bits, Vector256<uint> bias, Vector256<uint> one, Vector256<uint> nan)
+        {
+            var f = bits.AsSingle();
+            var rounded = Vector256.ShiftRightLogical(bits + bias + (Vector256.ShiftRightLogical(bits, 16) & one), 16);
+            return Vector256.ConditionalSelect(Vector256.Equals(f, f).AsUInt32(), rounded, nan);
+        }
+    }
+
     /// <summary>
     /// Converts raw elements of float type <paramref name="from"/> to <paramref name="to"/> (f32 or f16; or a plain
     /// copy when equal). Same values as converting to f32 first (<see cref="Tensor.ToFloatArray"/>) and then to f16
@@ -130,6 +165,29 @@ public static class TensorKernels
         }
     }
 
+    /// <summary>
+    /// Transpose between strided layouts, on the calling thread: element (i, j) of the [<paramref name="rows"/>, <paramref name="cols"/>]
+    /// matrix whose rows start <paramref name="sourceStride"/> elements apart goes to <c>destination[j * destinationStride + i]</c>
+    /// (a stripe of rows of a larger matrix written as columns of its transpose). Elements of either span outside the matrix are
+    /// neither read nor written.
+    /// </summary>
+    public static unsafe void TransposeStrided<T>(ReadOnlySpan<T> source, int sourceStride, int rows, int cols, Span<T> destination, int destinationStride)
+        where T : unmanaged
+    {
+        if (rows <= 0 || cols <= 0) return;
+        if (sourceStride < cols || source.Length < (long)(rows - 1) * sourceStride + cols)
+            throw new ArgumentException($"source of {source.Length} elements does not hold {rows} rows of {cols}, {sourceStride} apart");
+        if (destinationStride < rows || destination.Length < (long)(cols - 1) * destinationStride + rows)
+            throw new ArgumentException($"destination of {destination.Length} elements does not hold {cols} rows of {rows}, {destinationStride} apart");
+        fixed (T* s = source)
+        fixed (T* d = destination)
+        {
+            for (int jt = 0; jt < cols; jt += Tile)
+                for (int it = 0; it < rows; it += Tile)
+                    TileKernel(s, sourceStride, it, Math.Min(it + Tile, rows), jt, Math.Min(jt + Tile, cols), d, destinationStride, 0);
+        }
+    }
+
     private const int Tile = 64;
     /// <summary>Elements below which a band is transposed on one thread.</summary>
     private const long ParallelGrain = 1 << 19;
@@ -144,26 +202,28 @@ public static class TensorKernels
             for (int it = 0; it < rows; it += Tile)
             {
                 int iEnd = Math.Min(it + Tile, rows);
-                TileKernel(s, rows, cols, it, iEnd, jt, jEnd, d, baseRow);
+                TileKernel(s, cols, it, iEnd, jt, jEnd, d, rows, baseRow);
             }
         }
     }
 
+    /// <summary>The tile of source rows [i0, i1) and columns [j0, j1) (source rows <paramref name="sStride"/> apart) transposed: element (i, j)
+    /// to <c>d[(j - baseRow) * dStride + i]</c>.</summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    private static unsafe void TileKernel<T>(T* s, int rows, int cols, int i0, int i1, int j0, int j1, T* d, int baseRow) where T : unmanaged
+    private static unsafe void TileKernel<T>(T* s, nint sStride, int i0, int i1, int j0, int j1, T* d, nint dStride, int baseRow) where T : unmanaged
     {
         int i8 = i0 + (i1 - i0) / 8 * 8, j8 = j0 + (j1 - j0) / 8 * 8;
         if (sizeof(T) == 4 && Avx.IsSupported)
         {
             for (int j = j0; j < j8; j += 8)
                 for (int i = i0; i < i8; i += 8)
-                    Block8x8F32((float*)s + (nint)i * cols + j, cols, (float*)d + (nint)(j - baseRow) * rows + i, rows);
+                    Block8x8F32((float*)s + i * sStride + j, sStride, (float*)d + (j - baseRow) * dStride + i, dStride);
         }
         else if (sizeof(T) == 2 && Sse2.IsSupported)
         {
             for (int j = j0; j < j8; j += 8)
                 for (int i = i0; i < i8; i += 8)
-                    Block8x8U16((ushort*)s + (nint)i * cols + j, cols, (ushort*)d + (nint)(j - baseRow) * rows + i, rows);
+                    Block8x8U16((ushort*)s + i * sStride + j, sStride, (ushort*)d + (j - baseRow) * dStride + i, dStride);
         }
         else
         {
@@ -173,9 +233,9 @@ public static class TensorKernels
         // Edges (and the whole tile without SIMD): scalar.
         for (int j = j0; j < j1; j++)
         {
-            T* drow = d + (nint)(j - baseRow) * rows;
+            T* drow = d + (j - baseRow) * dStride;
             int iStart = j < j8 ? i8 : i0;
-            for (int i = iStart; i < i1; i++) drow[i] = s[(nint)i * cols + j];
+            for (int i = iStart; i < i1; i++) drow[i] = s[i * sStride + j];
         }
     }
 

@@ -1,4 +1,6 @@
 using System.Numerics.Tensors;
+using System.Runtime.InteropServices;
+using System.Runtime.Intrinsics;
 using OnnxMoe.Ir;
 
 namespace OnnxMoe.Passes.Quantization;
@@ -150,33 +152,194 @@ public static class BlockQuantizer
         DataType scaleType = DataType.Float, ReadOnlySpan<float> clipMax = default)
     {
         if (destinationNK.Length != weightNK.Length) throw new ArgumentException("destination must match the weight's size");
+        FakeQuantizeRows(weightNK, n, k, format, scaleType, clipMax, default, destinationNK, k, subtract: false);
+    }
+
+    /// <summary>
+    /// The quantization error W - Q(W) of W given as [N, K] into <paramref name="errorNK"/>, whose rows are
+    /// <paramref name="errorStride"/> &gt;= K floats apart (the floats past K in each row are left as they are): what a clip
+    /// search weighs by the inputs' Gram matrices.
+    /// </summary>
+    public static void QuantizationError(ReadOnlySpan<float> weightNK, int n, int k, BlockQuantFormat format, Span<float> errorNK, int errorStride,
+        DataType scaleType = DataType.Float, ReadOnlySpan<float> clipMax = default)
+    {
+        if (errorStride < k || errorNK.Length < (long)(n - 1) * errorStride + k) throw new ArgumentException($"error rows of {errorStride} floats cannot hold [N={n}, K={k}] in {errorNK.Length}");
+        FakeQuantizeRows(weightNK, n, k, format, scaleType, clipMax, default, errorNK, errorStride, subtract: true);
+    }
+
+    /// <summary>
+    /// An AWQ scale search's trial weight Q(W diag(s)) diag(s)^-1 of W given as [N, K], written transposed into
+    /// <paramref name="destinationKN"/> [K, N], the graph's MatMul layout: the same values as multiplying each row by
+    /// <paramref name="inputScales"/> (s, one per input channel), <see cref="FakeQuantize"/>, dividing by s and transposing,
+    /// in one parallel pass over stripes of rows.
+    /// </summary>
+    public static void FakeQuantizeScaledTransposed(ReadOnlySpan<float> weightNK, int n, int k, ReadOnlySpan<float> inputScales, BlockQuantFormat format,
+        Span<float> destinationKN, DataType scaleType = DataType.Float, ReadOnlySpan<float> clipMax = default)
+    {
+        if (destinationKN.Length != weightNK.Length) throw new ArgumentException("destination must match the weight's size");
+        if (!inputScales.IsEmpty && inputScales.Length != k) throw new ArgumentException($"input scales hold {inputScales.Length} values, the weight has K={k}");
         int blocks = CheckArguments(weightNK, n, k, format, scaleType, clipMax);
-        // The values Dequantize(Quantize(W)) gives, (code - zero) * scale with the same f32 operations, without the packed codes
-        // (a scale or clip search calls this for every trial). Each block is read whole before it is written, so W may alias the destination.
+        const int stripe = 16;   // rows per work item: the transposed writes are runs of 16 floats
+        int stripes = (n + stripe - 1) / stripe;
         unsafe
         {
             fixed (float* wp = weightNK)
-            fixed (float* dp = destinationNK)
+            fixed (float* dp = destinationKN)
             fixed (float* cp = clipMax)
+            fixed (float* sp = inputScales)
             {
-                float* wPtr = wp, dPtr = dp, cPtr = cp;
-                bool clipped = !clipMax.IsEmpty;
-                ForEachRow(n, k, row =>
+                float* wPtr = wp, dPtr = dp, cPtr = cp, sPtr = sp;
+                int clipLength = clipMax.Length, scaleLength = inputScales.Length;
+                ForEach(stripes, (long)n * k, first =>
                 {
-                    Span<float> work = stackalloc float[format.BlockSize];
-                    for (int b = 0; b < blocks; b++)
+                    int row0 = first * stripe, rows = Math.Min(stripe, n - row0);
+                    // Tile rows padded past K: rows 2^m floats apart would share cache sets when the tile is read down a column.
+                    int tileStride = k + 16;
+                    var tile = System.Buffers.ArrayPool<float>.Shared.Rent(rows * tileStride);
+                    try
                     {
-                        int start = b * format.BlockSize;
-                        int len = Math.Min(format.BlockSize, k - start);
-                        float clip = clipped ? cPtr[(long)row * blocks + b] : float.PositiveInfinity;
-                        var codes = work[..len];
-                        var p = Codes(new ReadOnlySpan<float>(wPtr + (long)row * k + start, len), codes, format, scaleType, clip);
-                        TensorPrimitives.Subtract(codes, p.ZeroPoint, codes);
-                        TensorPrimitives.Multiply(codes, p.Scale, new Span<float>(dPtr + (long)row * k + start, len));
+                        var clip = new ReadOnlySpan<float>(cPtr, clipLength);
+                        var scales = new ReadOnlySpan<float>(sPtr, scaleLength);
+                        for (int r = 0; r < rows; r++)
+                        {
+                            int row = row0 + r;
+                            FakeQuantizeRow(new ReadOnlySpan<float>(wPtr + (long)row * k, k), tile.AsSpan(r * tileStride, k), format, scaleType,
+                                clip.IsEmpty ? default : clip.Slice(row * blocks, blocks), scales, subtract: false);
+                        }
+                        Ir.Tensors.TensorKernels.TransposeStrided<float>(tile, tileStride, rows, k, new Span<float>(dPtr + row0, (k - 1) * n + rows), n);
+                    }
+                    finally
+                    {
+                        System.Buffers.ArrayPool<float>.Shared.Return(tile);
                     }
                 });
             }
         }
+    }
+
+    /// <summary>Rows of <see cref="FakeQuantize"/> (or, with <paramref name="subtract"/>, of W - Q(W)) into destination rows
+    /// <paramref name="stride"/> floats apart, in parallel when the matrix is large.</summary>
+    private static void FakeQuantizeRows(ReadOnlySpan<float> weightNK, int n, int k, BlockQuantFormat format, DataType scaleType, ReadOnlySpan<float> clipMax,
+        ReadOnlySpan<float> inputScales, Span<float> destination, int stride, bool subtract)
+    {
+        int blocks = CheckArguments(weightNK, n, k, format, scaleType, clipMax);
+        unsafe
+        {
+            fixed (float* wp = weightNK)
+            fixed (float* dp = destination)
+            fixed (float* cp = clipMax)
+            fixed (float* sp = inputScales)
+            {
+                float* wPtr = wp, dPtr = dp, cPtr = cp, sPtr = sp;
+                int clipLength = clipMax.Length, scaleLength = inputScales.Length;
+                ForEachRow(n, k, row =>
+                {
+                    var clip = new ReadOnlySpan<float>(cPtr, clipLength);
+                    FakeQuantizeRow(new ReadOnlySpan<float>(wPtr + (long)row * k, k), new Span<float>(dPtr + (long)row * stride, k), format, scaleType,
+                        clip.IsEmpty ? default : clip.Slice(row * blocks, blocks), new ReadOnlySpan<float>(sPtr, scaleLength), subtract);
+                });
+            }
+        }
+    }
+
+    /// <summary>
+    /// One row's values Dequantize(Quantize(w s)) / s, (code - zero) * scale with the same f32 operations, without the packed codes
+    /// (no s when <paramref name="inputScales"/> is empty; with <paramref name="subtract"/>, w minus them). Each block is read whole before
+    /// it is written, so <paramref name="row"/> may alias <paramref name="destination"/>.
+    /// </summary>
+    private static void FakeQuantizeRow(ReadOnlySpan<float> row, Span<float> destination, BlockQuantFormat format, DataType scaleType,
+        ReadOnlySpan<float> clipRow, ReadOnlySpan<float> inputScales, bool subtract)
+    {
+        Span<float> work = stackalloc float[format.BlockSize];
+        Span<float> original = subtract ? stackalloc float[format.BlockSize] : default;
+        int k = row.Length;
+        for (int b = 0, start = 0; start < k; b++, start += format.BlockSize)
+        {
+            int len = Math.Min(format.BlockSize, k - start);
+            scoped ReadOnlySpan<float> values = row.Slice(start, len);
+            var blockScales = inputScales.IsEmpty ? default : inputScales.Slice(start, len);
+            float clip = clipRow.IsEmpty ? float.PositiveInfinity : clipRow[b];
+            var output = destination.Slice(start, len);
+            if (FakeQuantizeBlockVectorized(values, blockScales, output, work, format, scaleType, clip, subtract)) continue;
+            var codes = work[..len];
+            if (subtract) values.CopyTo(original);
+            if (!blockScales.IsEmpty)
+            {
+                TensorPrimitives.Multiply(values, blockScales, codes);
+                values = codes;
+            }
+            var p = Codes(values, codes, format, scaleType, clip);
+            TensorPrimitives.Subtract(codes, p.ZeroPoint, codes);
+            TensorPrimitives.Multiply(codes, p.Scale, output);
+            if (!blockScales.IsEmpty) TensorPrimitives.Divide(output, blockScales, output);
+            if (subtract) TensorPrimitives.Subtract(original[..len], output, output);
+        }
+    }
+
+    /// <summary>
+    /// <see cref="FakeQuantizeRow"/>'s block in 256-bit vectors, one pass for the range and one for the codes: the same f32 operations
+    /// element by element as <see cref="Codes"/> and the steps around it (multiply by s, clamp to the clip, divide by the scale, round
+    /// half to even, add the zero point, clamp to the codes, subtract the zero point, multiply by the scale, divide by s, subtract from
+    /// w), so the same values. False, with nothing written, where it does not apply: a block whose length is not a multiple of the
+    /// vector width, no vector hardware, or a non-finite value (the scalar path then reports it). The hardware min and max differ from
+    /// the IEEE ones only on NaN (excluded) and on which zero they pick, which changes no result: the range is widened to 0 anyway, and
+    /// a code is never -0 (adding the zero point turns -0 into +0).
+    /// </summary>
+    private static bool FakeQuantizeBlockVectorized(ReadOnlySpan<float> values, ReadOnlySpan<float> inputScales, Span<float> destination, Span<float> work,
+        BlockQuantFormat format, DataType scaleType, float clip, bool subtract)
+    {
+        int len = values.Length, width = Vector256<float>.Count;
+        if (!Vector256.IsHardwareAccelerated || len % width != 0 || !(clip > 0)) return false;
+        bool scaled = !inputScales.IsEmpty;
+        var low = Vector256.Create(-clip);
+        var high = Vector256.Create(clip);
+        var min = Vector256.Create(float.PositiveInfinity);
+        var max = Vector256.Create(float.NegativeInfinity);
+        var nonFinite = Vector256<float>.Zero;
+        ref float source = ref MemoryMarshal.GetReference(values);
+        ref float sValues = ref MemoryMarshal.GetReference(inputScales);
+        ref float scratch = ref MemoryMarshal.GetReference(work);
+        ref float target = ref MemoryMarshal.GetReference(destination);
+        if (work.Length < len || destination.Length != len || (scaled && inputScales.Length != len)) throw new ArgumentException("block spans differ in length");
+        for (nuint i = 0; i < (nuint)len; i += (nuint)width)
+        {
+            // Without input scales or a clip, the multiply by 1 and the clamp to +-infinity leave every finite value as it is.
+            var v = Vector256.LoadUnsafe(ref source, i) * (scaled ? Vector256.LoadUnsafe(ref sValues, i) : Vector256<float>.One);
+            v = Vector256.MinNative(Vector256.MaxNative(v, low), high);
+            nonFinite |= ~Vector256.Equals(v - v, Vector256<float>.Zero);   // x - x is 0 for finite x, NaN otherwise
+            min = Vector256.MinNative(min, v);
+            max = Vector256.MaxNative(max, v);
+            v.StoreUnsafe(ref scratch, i);
+        }
+        if (Vector256.ExtractMostSignificantBits(nonFinite) != 0) return false;
+
+        float scale;
+        int zero;
+        if (format.Symmetric)
+        {
+            float absMax = MathF.Max(-Vector256.MinNative(min, Vector256<float>.Zero).ToScalarMin(), Vector256.MaxNative(max, Vector256<float>.Zero).ToScalarMax());
+            scale = RoundScaleUp(MathF.Max(absMax, MinimumRange) / (format.DefaultZeroPoint - 1), scaleType);
+            zero = format.DefaultZeroPoint;
+        }
+        else
+        {
+            float lo = MathF.Min(min.ToScalarMin(), 0f), hi = MathF.Max(max.ToScalarMax(), 0f);
+            scale = RoundScaleUp(MathF.Max(hi - lo, MinimumRange) / format.MaxCode, scaleType);
+            zero = Math.Clamp(-(int)MathF.Round(lo / scale), 0, format.MaxCode);
+        }
+        var scaleV = Vector256.Create(scale);
+        var zeroV = Vector256.Create((float)zero);
+        var maxCode = Vector256.Create((float)format.MaxCode);
+        for (nuint i = 0; i < (nuint)len; i += (nuint)width)
+        {
+            var q = Vector256.Round(Vector256.LoadUnsafe(ref scratch, i) / scaleV) + zeroV;
+            q = Vector256.MinNative(Vector256.MaxNative(q, Vector256<float>.Zero), maxCode);
+            var w = (q - zeroV) * scaleV;
+            if (scaled) w /= Vector256.LoadUnsafe(ref sValues, i);
+            if (subtract) w = Vector256.LoadUnsafe(ref source, i) - w;
+            w.StoreUnsafe(ref target, i);
+        }
+        return true;
     }
 
     /// <summary>Checks a weight [N, K] and its clip values [N, k_blocks] (empty: none) against each other and the scale type
@@ -193,10 +356,14 @@ public static class BlockQuantizer
     }
 
     /// <summary>Runs <paramref name="body"/> for each row, in parallel when the matrix is large enough to pay for it.</summary>
-    private static void ForEachRow(int rows, int rowLength, Action<int> body)
+    private static void ForEachRow(int rows, int rowLength, Action<int> body) => ForEach(rows, (long)rows * rowLength, body);
+
+    /// <summary>Runs <paramref name="body"/> for each of <paramref name="items"/> work items covering <paramref name="values"/> values, in
+    /// parallel when there are enough values to pay for it.</summary>
+    private static void ForEach(int items, long values, Action<int> body)
     {
-        if ((long)rows * rowLength < 1 << 18) for (int r = 0; r < rows; r++) body(r);
-        else Parallel.For(0, rows, body);
+        if (values < 1 << 18) for (int i = 0; i < items; i++) body(i);
+        else Parallel.For(0, items, body);
     }
 
     /// <summary>Smallest value of <paramref name="type"/> that is &gt;= <paramref name="scale"/> (scale positive).</summary>
@@ -273,5 +440,22 @@ public static class BlockQuantizer
         var result = new float[source.LongLength];
         Ir.Tensors.TensorKernels.Transpose<float>(source, rows, cols, result);
         return result;
+    }
+}
+
+internal static class Vector256Reductions
+{
+    public static float ToScalarMin(this Vector256<float> v)
+    {
+        float m = v.GetElement(0);
+        for (int i = 1; i < Vector256<float>.Count; i++) m = MathF.Min(m, v.GetElement(i));
+        return m;
+    }
+
+    public static float ToScalarMax(this Vector256<float> v)
+    {
+        float m = v.GetElement(0);
+        for (int i = 1; i < Vector256<float>.Count; i++) m = MathF.Max(m, v.GetElement(i));
+        return m;
     }
 }

@@ -76,25 +76,11 @@ public static class WeightMatrixReader
             if (_nextRow + rows > _k) throw new InvalidDataException($"weight tensor produced more bytes than its shape [{_k},{_n}] holds");
             var raw = _stripeBytes.AsSpan(0, rows * rowBytes);
             var values = _stripe.AsSpan(0, rows * _n);
-            switch (_type)
-            {
-                case DataType.Float: MemoryMarshal.Cast<byte, float>(raw).CopyTo(values); break;
-                case DataType.Float16: TensorPrimitives.ConvertToSingle(MemoryMarshal.Cast<byte, Half>(raw), values); break;
-                default:
-                    {
-                        var bf = MemoryMarshal.Cast<byte, ushort>(raw);
-                        for (int i = 0; i < bf.Length; i++) values[i] = BitConverter.UInt32BitsToSingle((uint)bf[i] << 16);
-                        break;
-                    }
-            }
+            Ir.Tensors.TensorKernels.Convert(raw, _type, MemoryMarshal.AsBytes(values), DataType.Float);
             if (_inputScales != null)
                 for (int r = 0; r < rows; r++)
                     TensorPrimitives.Multiply(values.Slice(r * _n, _n), _inputScales[_nextRow + r], values.Slice(r * _n, _n));
-            for (int col = 0; col < _n; col++)
-            {
-                long d = (long)col * _k + _nextRow;
-                for (int r = 0; r < rows; r++) _destination[d + r] = values[r * _n + col];
-            }
+            Ir.Tensors.TensorKernels.TransposeStrided<float>(values, _n, rows, _n, _destination.AsSpan(_nextRow), _k);
             _nextRow += rows;
             int rest = _filled - rows * rowBytes;
             _stripeBytes.AsSpan(rows * rowBytes, rest).CopyTo(_stripeBytes);

@@ -63,7 +63,7 @@ public sealed class AwqBlockwiseTests(ITestOutputHelper output) : IDisposable
         {
             var q = new float[w.Data.Length];
             BlockQuantizer.FakeQuantize(w.Data, w.N, channels, format, q);
-            return AwqCalibrator.Transpose(q, w.N, channels);
+            return OnnxMoe.Tests.Quantization.ScalarReference.Transpose(q, w.N, channels);
         }).ToList();
 
         var whole = new ModulePart(parts.SelectMany(p => p.Weights).ToList(), group.ModuleOutput, null);

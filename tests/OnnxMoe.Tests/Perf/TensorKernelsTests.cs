@@ -1,3 +1,4 @@
+using OnnxMoe.Ir.Building;
 using System.Runtime.InteropServices;
 using OnnxMoe.Ir;
 using OnnxMoe.Ir.Tensors;
@@ -141,6 +142,51 @@ public sealed class TensorKernelsTests
                 default: TensorKernels.Transpose(MemoryMarshal.Cast<byte, ulong>(raw.AsSpan()), rows, cols, MemoryMarshal.Cast<byte, ulong>(fast.AsSpan())); break;
             }
             Assert.True(expected.AsSpan().SequenceEqual(fast), $"[{rows},{cols}] element size {size}: first difference at byte {expected.AsSpan().CommonPrefixLength(fast)}");
+        }
+    }
+
+    [Theory]
+    [InlineData(16, 70, 86, 80)]      // a stripe of 16 rows of a 70-column matrix into the columns of its [70, 80] transpose
+    [InlineData(13, 129, 129, 13)]    // edges on both sides of the 8 x 8 tiles
+    [InlineData(64, 130, 140, 100)]
+    public void TransposeStridedMovesEachElementAndTouchesNothingElse(int rows, int cols, int sourceStride, int destinationStride)
+    {
+        var random = new Random(rows + cols);
+        var source = Enumerable.Range(0, (rows - 1) * sourceStride + cols).Select(_ => (float)random.NextDouble()).ToArray();
+        var destination = Enumerable.Repeat(-1f, (cols - 1) * destinationStride + rows + 5).ToArray();
+        TensorKernels.TransposeStrided<float>(source, sourceStride, rows, cols, destination, destinationStride);
+        for (int j = 0; j < cols; j++)
+            for (int x = 0; x < destinationStride && j * destinationStride + x < destination.Length; x++)
+            {
+                float expected = x < rows ? source[x * sourceStride + j] : -1f;
+                Assert.Equal(expected, destination[j * destinationStride + x]);
+            }
+        var u16 = source.Select(v => (ushort)(v * 60000)).ToArray();
+        var d16 = new ushort[(cols - 1) * destinationStride + rows];
+        TensorKernels.TransposeStrided<ushort>(u16, sourceStride, rows, cols, d16, destinationStride);
+        for (int j = 0; j < cols; j++)
+            for (int i = 0; i < rows; i++) Assert.Equal(u16[i * sourceStride + j], d16[j * destinationStride + i]);
+        Assert.Throws<ArgumentException>(() => TensorKernels.TransposeStrided<float>(source, sourceStride, rows, cols, new float[rows], destinationStride));
+    }
+
+    [Fact]
+    public void FloatTensorsRoundTo16BitTypesAsTheScalarDefinitions()
+    {
+        // Random bit patterns (NaNs, infinities, subnormals, ties included) and a tail past the vector width.
+        var random = new Random(9);
+        var bits = Enumerable.Range(0, 100_003).Select(_ => (uint)random.NextInt64(0, 1L << 32)).ToList();
+        bits.AddRange([0u, 0x80000000u, 0x7F800000u, 0xFF800000u, 0x7FC00000u, 0xFFFFFFFFu, 0x3F808000u, 0x3F818000u, 0x7F7FFFFFu, 0x00000001u]);
+        var values = bits.Select(BitConverter.UInt32BitsToSingle).ToArray();
+        var bf = MemoryMarshal.Cast<byte, ushort>(GraphBuilder.FloatTensor(DataType.BFloat16, [values.Length], values).GetBytes());
+        var f16 = MemoryMarshal.Cast<byte, Half>(GraphBuilder.FloatTensor(DataType.Float16, [values.Length], values).GetBytes());
+        for (int i = 0; i < values.Length; i++)
+        {
+            uint b = bits[i];
+            ushort expected = float.IsNaN(values[i]) ? (ushort)0x7FC0 : (ushort)((b + 0x7FFF + ((b >> 16) & 1)) >> 16);
+            Assert.True(expected == bf[i], $"bf16 of 0x{b:X8}: expected 0x{expected:X4}, got 0x{bf[i]:X4}");
+            var h = (Half)values[i];
+            Assert.True(Half.IsNaN(h) ? Half.IsNaN(f16[i]) : BitConverter.HalfToUInt16Bits(h) == BitConverter.HalfToUInt16Bits(f16[i]),
+                $"f16 of 0x{b:X8}: expected {h}, got {f16[i]}");
         }
     }
 

@@ -239,6 +239,48 @@ public class BlockQuantizerTests
         }
     }
 
+    [Theory]
+    [InlineData(4, 32, false, DataType.Float, false)]
+    [InlineData(4, 128, false, DataType.BFloat16, true)]
+    [InlineData(8, 16, true, DataType.Float16, true)]
+    public void Scaled_transposed_trial_weights_and_quantization_errors_equal_the_composed_steps(int bits, int blockSize, bool symmetric, DataType scaleType, bool clipped)
+    {
+        // What an AWQ scale trial is by definition, step by step on the scalar reference's transpose: W s quantized and dequantized,
+        // divided by s, as [K, N]; and a clip trial's error W - Q(W) in rows padded to a stride. 70 columns: a short last block;
+        // 4000 rows: the parallel stripes, with a short last stripe.
+        const int k = 70;
+        foreach (int n in new[] { 5, 4001 })
+        {
+            var t = ScalarReference.Transpose(ScalarReference.RandomWeight(new Random(11 + n), k, n), k, n);   // [N, K]
+            var random = new Random(n);
+            var s = Enumerable.Range(0, k).Select(_ => (float)(0.05 + 4 * random.NextDouble())).ToArray();
+            var f = new BlockQuantFormat(bits, blockSize, symmetric);
+            int blocks = f.BlockCount(k);
+            float[] clip = clipped ? Enumerable.Range(0, n * blocks).Select(i => i % 4 == 0 ? float.PositiveInfinity : 0.04f + i % 7 * 0.02f).ToArray() : [];
+
+            var scaled = new float[t.Length];
+            for (int i = 0; i < t.Length; i++) scaled[i] = t[i] * s[i % k];
+            var expected = BlockQuantizer.Dequantize(BlockQuantizer.Quantize(scaled, n, k, f, scaleType, clip));
+            for (int i = 0; i < expected.Length; i++) expected[i] /= s[i % k];
+            var trial = new float[t.Length];
+            BlockQuantizer.FakeQuantizeScaledTransposed(t, n, k, s, f, trial, scaleType, clip);
+            Assert.Equal(ScalarReference.Transpose(expected, n, k), trial);
+
+            var plain = BlockQuantizer.Dequantize(BlockQuantizer.Quantize(t, n, k, f, scaleType, clip));
+            BlockQuantizer.FakeQuantizeScaledTransposed(t, n, k, default, f, trial, scaleType, clip);
+            Assert.Equal(ScalarReference.Transpose(plain, n, k), trial);
+
+            const int stride = 80;
+            var error = Enumerable.Repeat(-7f, n * stride).ToArray();
+            BlockQuantizer.QuantizationError(t, n, k, f, error, stride, scaleType, clip);
+            for (int row = 0; row < n; row++)
+            {
+                for (int c = 0; c < k; c++) Assert.Equal(t[row * k + c] - plain[row * k + c], error[row * stride + c]);
+                for (int c = k; c < stride; c++) Assert.Equal(-7f, error[row * stride + c]);
+            }
+        }
+    }
+
     [Fact]
     public void Non_finite_weights_are_rejected()
     {
@@ -246,6 +288,15 @@ public class BlockQuantizerTests
         w[5] = float.NaN;
         var e = Assert.Throws<InvalidDataException>(() => BlockQuantizer.Quantize(w, 1, 32, new BlockQuantFormat(4, 32)));
         Assert.Contains("NaN", e.Message);
+        // The trial-weight paths (vectorized for whole blocks) reject them the same way, with and without input scales.
+        foreach (var bad in new[] { float.NaN, float.PositiveInfinity })
+        {
+            w[5] = bad;
+            var f = new BlockQuantFormat(4, 32);
+            Assert.Contains("NaN", Assert.Throws<InvalidDataException>(() => BlockQuantizer.FakeQuantize(w, 1, 32, f, new float[32])).Message);
+            Assert.Contains("NaN", Assert.Throws<InvalidDataException>(() =>
+                BlockQuantizer.FakeQuantizeScaledTransposed(w, 1, 32, Enumerable.Repeat(2f, 32).ToArray(), f, new float[32])).Message);
+        }
     }
 
     [Theory]

@@ -202,8 +202,9 @@ public sealed class AwqCalibrator : IAwqCalibration
         return new LazyTensor(weight.DataType, shape, () =>
         {
             var nk = WeightMatrixReader.ReadTransposed(weight);
-            BlockQuantizer.FakeQuantize(nk, n, k, format, nk, scaleType, clip ?? default(ReadOnlySpan<float>));
-            return GraphBuilder.FloatTensor(weight.DataType, shape, Transpose(nk, n, k)).GetBytes().ToArray();
+            var kn = new float[nk.LongLength];
+            BlockQuantizer.FakeQuantizeScaledTransposed(nk, n, k, default, format, kn, scaleType, clip ?? default(ReadOnlySpan<float>));
+            return GraphBuilder.FloatBytes(weight.DataType, kn);
         }) { Name = weight.Name };
     }
 
@@ -304,25 +305,17 @@ public sealed class AwqCalibrator : IAwqCalibration
         for (int j = 0; j < runner.Originals.Count; j++)
         {
             var (original, n) = runner.Originals[j];
-            var scaled = buffers.Scratch(original.Length);
-            original.CopyTo(scaled, 0);
-            for (int row = 0; row < n; row++) TensorPrimitives.Multiply(scaled.AsSpan(row * channels, channels), s, scaled.AsSpan(row * channels, channels));
-            BlockQuantizer.FakeQuantize(scaled, n, channels, format, scaled, weightType);
-            for (int row = 0; row < n; row++) TensorPrimitives.Divide(scaled.AsSpan(row * channels, channels), s, scaled.AsSpan(row * channels, channels));
             var kn = buffers.Output(j, original.Length);
-            Ir.Tensors.TensorKernels.Transpose<float>(scaled, n, channels, kn);
+            BlockQuantizer.FakeQuantizeScaledTransposed(original, n, channels, s, format, kn, weightType);
             trial.Add(kn);
         }
         return trial;
     }
 
-    /// <summary>Scratch arrays of a scale search: one [N, K] work array and one [K, N] output per weight of a part.</summary>
+    /// <summary>Scratch arrays of a scale search: one [K, N] output per weight of a part.</summary>
     internal sealed class TrialBuffers
     {
-        private float[] _scratch = [];
         private readonly List<float[]> _outputs = new();
-
-        public float[] Scratch(int length) => _scratch.Length == length ? _scratch : _scratch = new float[length];
 
         public float[] Output(int index, int length)
         {
@@ -365,12 +358,5 @@ public sealed class AwqCalibrator : IAwqCalibration
             rows += n;
         }
         return sum.Select(v => (float)(v / rows)).ToArray();
-    }
-
-    internal static float[] Transpose(float[] source, int rows, int cols)
-    {
-        var result = new float[source.LongLength];
-        Ir.Tensors.TensorKernels.Transpose<float>(source, rows, cols, result);
-        return result;
     }
 }

@@ -105,16 +105,13 @@ internal sealed class ClipErrorGraph : IDisposable
         Array.Fill(bestError, float.PositiveInfinity);
         var bestClip = new float[(long)n * blocks];
         var clip = new float[(long)n * blocks];
-        var q = new float[w.Length];
         var d = new float[(long)n * kp];                                  // [N, G, block], zero past K
         int steps = Math.Max(1, (int)(maxShrink * 20));
         for (int i = 0; i < steps; i++)
         {
             float factor = 1f - i / 20f;
             for (int j = 0; j < clip.Length; j++) clip[j] = i == 0 || absMax[j] == 0 ? float.PositiveInfinity : absMax[j] * factor;
-            BlockQuantizer.FakeQuantize(w, n, k, format, q, weight.DataType == DataType.Float16 ? DataType.Float16 : DataType.Float, clip);
-            for (int row = 0; row < n; row++)
-                TensorPrimitives.Subtract(w.AsSpan(row * k, k), q.AsSpan(row * k, k), d.AsSpan(row * kp, k));
+            BlockQuantizer.QuantizationError(w, n, k, format, d, kp, weight.DataType == DataType.Float16 ? DataType.Float16 : DataType.Float, clip);
             using var result = _error.Run([gramInput, new RegionInput("d", d, [n, blocks, _blockSize])], ["error"]);
             var error = result.Floats(0);                     // [G, N]
             for (int row = 0; row < n; row++)

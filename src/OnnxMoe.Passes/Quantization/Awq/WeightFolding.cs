@@ -50,7 +50,7 @@ public static class WeightFolding
         {
             var values = source.ToFloatArray();
             scale(values, shape);
-            return GraphBuilder.FloatTensor(source.DataType, shape, values).GetBytes().ToArray();
+            return GraphBuilder.FloatBytes(source.DataType, values);
         }) { Name = source.Name ?? value.Name };
     }
 }
