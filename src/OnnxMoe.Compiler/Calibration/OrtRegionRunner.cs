@@ -37,7 +37,7 @@ public sealed record RegionRunnerOptions
 public sealed class OrtRegionRunner : IRegionRunner, IDisposable
 {
     private readonly Lazy<CalibrationCorpus> _corpus;
-    private readonly SessionConfig _session, _unpackedSession;
+    private readonly SessionConfig _session, _unpackedSession, _busySession;
 
     /// <summary>Blocks with more weight bytes than this run without ORT's prepacked weight copies, and memory is handed back before them.</summary>
     private const long LargeBytes = 256L << 20;
@@ -52,9 +52,10 @@ public sealed class OrtRegionRunner : IRegionRunner, IDisposable
         if (Options.BatchSize < 1) throw new ArgumentException("calibration batch size must be at least 1");
         if (Options.MemoryBudget < 0) throw new UserErrorException($"--calibration-memory must be positive, got {Options.MemoryBudget}");
         Budget = Options.MemoryBudget > 0 ? Options.MemoryBudget : DefaultMemoryBudget();
-        // Calibration alternates region runs with C# work on the same cores (AWQ's trial weights, the clip search's errors): ORT's pool
-        // threads spinning for the next run would take those cores from it, so they sleep between runs.
-        _session = (Options.Session ?? new SessionConfig()).With(("session.intra_op.allow_spinning", "0"));
+        _session = Options.Session ?? new SessionConfig();
+        // Regions whose caller computes between runs (AWQ's trial weights and clip errors of large weights): ORT's pool threads spinning
+        // for the next run would take the cores from that work, so they sleep. Short runs of small regions keep the spinning (faster).
+        _busySession = _session.With(("session.intra_op.allow_spinning", "0"));
         // A block's session runs a few batches once: ORT's prepacked copies of its weights would double what it holds. Small blocks keep
         // them (faster); the choice depends on the block alone, so the same model gives the same bytes on every machine.
         _unpackedSession = _session.With(("session.disable_prepacking", "1"));
@@ -154,7 +155,8 @@ public sealed class OrtRegionRunner : IRegionRunner, IDisposable
         }
     }
 
-    public IRegion Open(Model region, string name) => new OrtRegion(new InMemorySession(region, _session, name));
+    public IRegion Open(Model region, string name, bool busyBetweenRuns = false) =>
+        new OrtRegion(new InMemorySession(region, busyBetweenRuns ? _busySession : _session, name));
 
     /// <summary>The one place that builds decoder inputs: for a batch of windows, the feeds <paramref name="session"/> declares among
     /// input_ids, attention_mask (all ones), position_ids (0..), the empty KV cache of the structure's blocks, and the hidden

@@ -32,8 +32,10 @@ public interface IRegionRunner
         IReadOnlyList<Value> outputs, Action<int, int, IRegionValues>? use, bool keepOutput, int? batchSize = null,
         IReadOnlyDictionary<Value, Tensor>? replacements = null, CancellationToken cancellation = default);
 
-    /// <summary>A session over <paramref name="region"/> (a standalone model, e.g. from <see cref="Ir.Building.RegionExtractor"/>) for repeated runs.</summary>
-    IRegion Open(Model region, string name);
+    /// <summary>A session over <paramref name="region"/> (a standalone model, e.g. from <see cref="Ir.Building.RegionExtractor"/>) for repeated runs.
+    /// <paramref name="busyBetweenRuns"/>: the caller does heavy work of its own between runs (AWQ's trial weights of a large module),
+    /// so the runtime's threads should yield the cores while idle rather than wait for the next run hot.</summary>
+    IRegion Open(Model region, string name, bool busyBetweenRuns = false);
 
     /// <summary>Hands memory a large run left behind back to the system (between an AWQ module's large parts).</summary>
     void ReleaseMemory();

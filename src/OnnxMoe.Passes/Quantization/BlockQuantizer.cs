@@ -152,7 +152,7 @@ public static class BlockQuantizer
         DataType scaleType = DataType.Float, ReadOnlySpan<float> clipMax = default)
     {
         if (destinationNK.Length != weightNK.Length) throw new ArgumentException("destination must match the weight's size");
-        FakeQuantizeRows(weightNK, n, k, format, scaleType, clipMax, default, destinationNK, k, subtract: false);
+        FakeQuantizeRows(weightNK, n, k, format, scaleType, clipMax, destinationNK, k, subtract: false);
     }
 
     /// <summary>
@@ -164,7 +164,7 @@ public static class BlockQuantizer
         DataType scaleType = DataType.Float, ReadOnlySpan<float> clipMax = default)
     {
         if (errorStride < k || errorNK.Length < (long)(n - 1) * errorStride + k) throw new ArgumentException($"error rows of {errorStride} floats cannot hold [N={n}, K={k}] in {errorNK.Length}");
-        FakeQuantizeRows(weightNK, n, k, format, scaleType, clipMax, default, errorNK, errorStride, subtract: true);
+        FakeQuantizeRows(weightNK, n, k, format, scaleType, clipMax, errorNK, errorStride, subtract: true);
     }
 
     /// <summary>
@@ -219,26 +219,18 @@ public static class BlockQuantizer
 
     /// <summary>Rows of <see cref="FakeQuantize"/> (or, with <paramref name="subtract"/>, of W - Q(W)) into destination rows
     /// <paramref name="stride"/> floats apart, in parallel when the matrix is large.</summary>
-    private static void FakeQuantizeRows(ReadOnlySpan<float> weightNK, int n, int k, BlockQuantFormat format, DataType scaleType, ReadOnlySpan<float> clipMax,
-        ReadOnlySpan<float> inputScales, Span<float> destination, int stride, bool subtract)
+    private static unsafe void FakeQuantizeRows(ReadOnlySpan<float> weightNK, int n, int k, BlockQuantFormat format, DataType scaleType, ReadOnlySpan<float> clipMax,
+        Span<float> destination, int stride, bool subtract)
     {
         int blocks = CheckArguments(weightNK, n, k, format, scaleType, clipMax);
-        unsafe
+        fixed (float* wp = weightNK)
+        fixed (float* dp = destination)
+        fixed (float* cp = clipMax)
         {
-            fixed (float* wp = weightNK)
-            fixed (float* dp = destination)
-            fixed (float* cp = clipMax)
-            fixed (float* sp = inputScales)
-            {
-                float* wPtr = wp, dPtr = dp, cPtr = cp, sPtr = sp;
-                int clipLength = clipMax.Length, scaleLength = inputScales.Length;
-                ForEachRow(n, k, row =>
-                {
-                    var clip = new ReadOnlySpan<float>(cPtr, clipLength);
-                    FakeQuantizeRow(new ReadOnlySpan<float>(wPtr + (long)row * k, k), new Span<float>(dPtr + (long)row * stride, k), format, scaleType,
-                        clip.IsEmpty ? default : clip.Slice(row * blocks, blocks), new ReadOnlySpan<float>(sPtr, scaleLength), subtract);
-                });
-            }
+            float* wPtr = wp, dPtr = dp, cPtr = cp;
+            int clipLength = clipMax.Length;
+            ForEachRow(n, k, row => FakeQuantizeRow(new ReadOnlySpan<float>(wPtr + (long)row * k, k), new Span<float>(dPtr + (long)row * stride, k), format,
+                scaleType, clipLength == 0 ? default : new ReadOnlySpan<float>(cPtr + (long)row * blocks, blocks), default, subtract));
         }
     }
 

@@ -147,7 +147,7 @@ public sealed class AwqCalibrator : IAwqCalibration
                         _progress?.Invoke(new AwqProgress("scales", ++groupsDone, groups.Count, group.Name));
                     }
                     // The clip graph is opened for one block: the runtime's buffers for it grow to the largest weight's error tensors.
-                    using var clipError = _options.Search.ClipSearch && blockTargets[p].Count > 0 ? new ClipErrorGraph(format.BlockSize, runner) : null;
+                    using var clipError = _options.Search.ClipSearch && blockTargets[p].Count > 0 ? new ClipErrorGraph(format.BlockSize, runner, blockTargets[p].Max(t => t.Inputs[1]!.ConstValue!.ElementCount)) : null;
                     foreach (var t in blockTargets[p])
                     {
                         cancellation.ThrowIfCancellationRequested();
@@ -323,6 +323,13 @@ public sealed class AwqCalibrator : IAwqCalibration
             return _outputs[index].Length == length ? _outputs[index] : _outputs[index] = new float[length];
         }
     }
+
+    /// <summary>Weights of at least this many elements make the C# work between two region runs (a trial's weights, a clip step's
+    /// errors) long enough that the runtime's threads should sleep rather than spin through it: measured on 2 cores, the 1.2 B medium
+    /// model's AWQ (weights of 2.9 M elements) ran 24% faster with them sleeping, tiny-mixtral's (at most 65 K) 15% slower.</summary>
+    private const long BusyWeightElements = 1 << 20;
+
+    internal static bool BusyBetweenRuns(long weightElements) => weightElements >= BusyWeightElements;
 
     /// <summary>s = max(xbar^a [/ (wbar^(1-a) + 1e-4)], 1e-4), normalised by sqrt(max * min).</summary>
     internal static float[] Scales(float[] xMean, float[]? wMean, double ratio)

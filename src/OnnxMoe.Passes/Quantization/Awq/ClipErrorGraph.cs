@@ -18,13 +18,14 @@ internal sealed class ClipErrorGraph : IDisposable
     private readonly IRegion _gram, _error;
     private readonly int _blockSize;
 
-    public ClipErrorGraph(int blockSize, IRegionRunner runner)
+    /// <param name="largestWeight">Elements of the largest weight the graph will search (its error trials are computed between runs).</param>
+    public ClipErrorGraph(int blockSize, IRegionRunner runner, long largestWeight = 0)
     {
         _blockSize = blockSize;
         _gram = runner.Open(GramModel(blockSize), "awq_clip_gram");
         try
         {
-            _error = runner.Open(ErrorModel(blockSize), "awq_clip_error");
+            _error = runner.Open(ErrorModel(blockSize), "awq_clip_error", AwqCalibrator.BusyBetweenRuns(largestWeight));
         }
         catch
         {

@@ -102,7 +102,8 @@ internal sealed class PartRunner : IDisposable
         _cancellation = cancellation;
         Originals = part.Weights.Select(w => (WeightMatrixReader.ReadTransposed(w.ConstValue!), (int)w.ConstValue!.Shape[1])).ToList();   // [N, K]
         var outputs = part.Indices is { } idx ? new[] { part.Output, idx } : new[] { part.Output };
-        _region = runner.Open(RegionExtractor.Extract(model, [group.Input], outputs, part.Weights), "awq_module");
+        _region = runner.Open(RegionExtractor.Extract(model, [group.Input], outputs, part.Weights), "awq_module",
+            busyBetweenRuns: AwqCalibrator.BusyBetweenRuns(part.Weights.Sum(w => w.ConstValue!.ElementCount)));
         try
         {
             bool perSample = x.Shape.Length == 3;
