@@ -71,7 +71,13 @@ public class RuntimeTests
         Assert.True(float.IsNaN((float)(BFloat16)float.NaN));
         Assert.Equal(float.PositiveInfinity, (float)(BFloat16)float.PositiveInfinity);
     }
+}
 
+/// <summary>Resident memory is process-wide: run alone, or other tests allocating beside it (the suite on 2 cores) add to the growth
+/// it measures.</summary>
+[Collection("memory-measuring")]
+public class NativeMemoryReleaseTests
+{
     /// <summary>Runs a small session 1000 times and creates 100 sessions with garbage collection
     /// suspended, so finalizers cannot hide a value or session the wrapper fails to release: each run
     /// returns 1 MiB of output, so one leaked output per run would add about 1 GiB of resident memory.</summary>
