@@ -42,37 +42,38 @@ public static class BlockQuantizer
         return p;
     }
 
-    /// <summary>The block's parameters, and its codes as floats in <paramref name="work"/> (the block's length): the one place the
-    /// rounding rules live, shared by <see cref="QuantizeBlock"/> and <see cref="FakeQuantize"/>.</summary>
+    /// <summary>The block's parameters, and its codes as floats in <paramref name="work"/> (the block's length): the scalar reference
+    /// shared by <see cref="QuantizeBlock"/> and the fake-quantize paths (whose vectorized blocks apply the same operations).</summary>
     private static BlockParameters Codes(ReadOnlySpan<float> values, Span<float> work, BlockQuantFormat format, DataType scaleType, float clip)
     {
         if (!(clip > 0)) throw new ArgumentException($"clip {clip} must be positive");
         if (float.IsPositiveInfinity(clip)) values.CopyTo(work);
         else TensorPrimitives.Clamp(values, -clip, clip, work);
 
-        float scale;
-        int zero;
+        var p = Parameters(TensorPrimitives.Min(work), TensorPrimitives.Max(work), format, scaleType);
+        TensorPrimitives.Divide(work, p.Scale, work);
+        TensorPrimitives.Round(work, work);
+        TensorPrimitives.Add(work, (float)p.ZeroPoint, work);
+        TensorPrimitives.Clamp(work, 0f, format.MaxCode, work);
+        return p;
+    }
+
+    /// <summary>
+    /// The scale and zero point of a block whose (clipped) values span [<paramref name="min"/>, <paramref name="max"/>]: the one place
+    /// the rule lives. Symmetric: the larger magnitude over 2^(bits-1) - 1, zero 2^(bits-1). Asymmetric: the range widened to hold 0
+    /// over the largest code, zero the code of 0. The scale is rounded up to <paramref name="scaleType"/> first.
+    /// </summary>
+    private static BlockParameters Parameters(float min, float max, BlockQuantFormat format, DataType scaleType)
+    {
+        if (!float.IsFinite(min) || !float.IsFinite(max)) throw new InvalidDataException("block contains a NaN or infinite weight");
         if (format.Symmetric)
         {
-            float absMax = MathF.Abs(TensorPrimitives.MaxMagnitude(work));
-            if (!float.IsFinite(absMax)) throw new InvalidDataException("block contains a NaN or infinite weight");
-            scale = RoundScaleUp(MathF.Max(absMax, MinimumRange) / (format.DefaultZeroPoint - 1), scaleType);
-            zero = format.DefaultZeroPoint;
+            float absMax = MathF.Max(-min, max);
+            return new BlockParameters(RoundScaleUp(MathF.Max(absMax, MinimumRange) / (format.DefaultZeroPoint - 1), scaleType), format.DefaultZeroPoint);
         }
-        else
-        {
-            float min = MathF.Min(TensorPrimitives.Min(work), 0f);
-            float max = MathF.Max(TensorPrimitives.Max(work), 0f);
-            if (!float.IsFinite(min) || !float.IsFinite(max)) throw new InvalidDataException("block contains a NaN or infinite weight");
-            scale = RoundScaleUp(MathF.Max(max - min, MinimumRange) / format.MaxCode, scaleType);
-            zero = Math.Clamp(-(int)MathF.Round(min / scale), 0, format.MaxCode);
-        }
-
-        TensorPrimitives.Divide(work, scale, work);
-        TensorPrimitives.Round(work, work);
-        TensorPrimitives.Add(work, (float)zero, work);
-        TensorPrimitives.Clamp(work, 0f, format.MaxCode, work);
-        return new BlockParameters(scale, zero);
+        float lo = MathF.Min(min, 0f), hi = MathF.Max(max, 0f);
+        float scale = RoundScaleUp(MathF.Max(hi - lo, MinimumRange) / format.MaxCode, scaleType);
+        return new BlockParameters(scale, Math.Clamp(-(int)MathF.Round(lo / scale), 0, format.MaxCode));
     }
 
     /// <summary>
@@ -273,9 +274,10 @@ public static class BlockQuantizer
     /// element by element as <see cref="Codes"/> and the steps around it (multiply by s, clamp to the clip, divide by the scale, round
     /// half to even, add the zero point, clamp to the codes, subtract the zero point, multiply by the scale, divide by s, subtract from
     /// w), so the same values. False, with nothing written, where it does not apply: a block whose length is not a multiple of the
-    /// vector width, no vector hardware, or a non-finite value (the scalar path then reports it). The hardware min and max differ from
-    /// the IEEE ones only on NaN (excluded) and on which zero they pick, which changes no result: the range is widened to 0 anyway, and
-    /// a code is never -0 (adding the zero point turns -0 into +0).
+    /// vector width, no vector hardware, or a non-finite value (the scalar path then reports it). The scale and zero point come from
+    /// <see cref="Parameters"/>, as in the scalar path. The hardware min and max differ from the IEEE ones only on NaN (excluded) and on
+    /// which zero they pick, which changes no result: the range is widened to 0 anyway, and a code is never -0 (adding the zero point
+    /// turns -0 into +0).
     /// </summary>
     private static bool FakeQuantizeBlockVectorized(ReadOnlySpan<float> values, ReadOnlySpan<float> inputScales, Span<float> destination, Span<float> work,
         BlockQuantFormat format, DataType scaleType, float clip, bool subtract)
@@ -305,20 +307,7 @@ public static class BlockQuantizer
         }
         if (Vector256.ExtractMostSignificantBits(nonFinite) != 0) return false;
 
-        float scale;
-        int zero;
-        if (format.Symmetric)
-        {
-            float absMax = MathF.Max(-Vector256.MinNative(min, Vector256<float>.Zero).ToScalarMin(), Vector256.MaxNative(max, Vector256<float>.Zero).ToScalarMax());
-            scale = RoundScaleUp(MathF.Max(absMax, MinimumRange) / (format.DefaultZeroPoint - 1), scaleType);
-            zero = format.DefaultZeroPoint;
-        }
-        else
-        {
-            float lo = MathF.Min(min.ToScalarMin(), 0f), hi = MathF.Max(max.ToScalarMax(), 0f);
-            scale = RoundScaleUp(MathF.Max(hi - lo, MinimumRange) / format.MaxCode, scaleType);
-            zero = Math.Clamp(-(int)MathF.Round(lo / scale), 0, format.MaxCode);
-        }
+        var (scale, zero) = Parameters(HorizontalMin(min), HorizontalMax(max), format, scaleType);
         var scaleV = Vector256.Create(scale);
         var zeroV = Vector256.Create((float)zero);
         var maxCode = Vector256.Create((float)format.MaxCode);
@@ -433,18 +422,15 @@ public static class BlockQuantizer
         Ir.Tensors.TensorKernels.Transpose<float>(source, rows, cols, result);
         return result;
     }
-}
 
-internal static class Vector256Reductions
-{
-    public static float ToScalarMin(this Vector256<float> v)
+    private static float HorizontalMin(Vector256<float> v)
     {
         float m = v.GetElement(0);
         for (int i = 1; i < Vector256<float>.Count; i++) m = MathF.Min(m, v.GetElement(i));
         return m;
     }
 
-    public static float ToScalarMax(this Vector256<float> v)
+    private static float HorizontalMax(Vector256<float> v)
     {
         float m = v.GetElement(0);
         for (int i = 1; i < Vector256<float>.Count; i++) m = MathF.Max(m, v.GetElement(i));
